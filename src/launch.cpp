@@ -83,7 +83,7 @@ int sm_count(int device) {
       "reinstall with FLASHMIN_CUDA=ON), got a CUDA device");
 }
 
-bool uses_mma(const AttnParams& p) {
+[[maybe_unused]] bool uses_mma(const AttnParams& p) {
   return p.dtype != DType::kFloat32 && p.algorithm == Algorithm::kFA2;
 }
 

@@ -1,0 +1,57 @@
+"""The bridge to the torch-free native module: tensors become pointers, sizes and strides."""
+
+from __future__ import annotations
+
+import torch
+
+from . import _C
+
+_DTYPES = {
+    torch.float32: _C.DType.float32,
+    torch.float16: _C.DType.float16,
+    torch.bfloat16: _C.DType.bfloat16,
+}
+
+
+def native_dtype(dtype: torch.dtype) -> _C.DType:
+    return _DTYPES[dtype]
+
+
+def kernel_ready(t: torch.Tensor) -> torch.Tensor:
+    """The kernels read 16-byte vectors along a contiguous last dim: a tensor that breaks this
+    (e.g. a stride-0 gradient from .sum().backward()) is copied once; any other strides are
+    passed through untouched."""
+    vec = 16 // t.element_size()
+    ok = (
+        t.stride(-1) == 1
+        and t.data_ptr() % 16 == 0
+        and all(s % vec == 0 for s, n in zip(t.stride()[:-1], t.shape[:-1], strict=True) if n > 1)
+    )
+    return t if ok else t.contiguous()
+
+
+def strides(t: torch.Tensor) -> tuple[int, int, int]:
+    """(batch, head, seq) element strides of a (B, H, S, D) tensor; size-1 axes get 0 so that
+    they never affect addressing or alignment."""
+    return tuple(st if sz > 1 else 0 for st, sz in zip(t.stride()[:3], t.shape[:3], strict=True))
+
+
+def device_and_stream(t: torch.Tensor) -> tuple[int, int]:
+    if t.device.type == "cuda":
+        return t.device.index, torch.cuda.current_stream(t.device).cuda_stream
+    return -1, 0
+
+
+def workspace(nbytes: int, device: torch.device) -> torch.Tensor | None:
+    return torch.empty(nbytes, dtype=torch.uint8, device=device) if nbytes > 0 else None
+
+
+# Tests set this to True so that every output starts as NaN: an element a kernel forgets to
+# write then shows up as NaN instead of whatever the allocator left there.
+POISON_OUTPUTS = False
+
+
+def new_output(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    if POISON_OUTPUTS:
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)

@@ -1,0 +1,95 @@
+"""Attention forward/backward benchmark: flashmin against PyTorch's attention backends."""
+
+from __future__ import annotations
+
+import torch
+
+from .peers import attention_impls, supported
+from .timing import attn_flops, median_ms, tflops
+
+TOKENS = 16384  # batch x seqlen
+WIDTH = 2048  # heads x head_dim
+
+
+def gpu_grid(quick: bool):
+    seqlens = [1024, 4096, 16384] if quick else [512, 1024, 2048, 4096, 8192, 16384]
+    dtypes = [torch.bfloat16] if quick else [torch.bfloat16, torch.float16]
+    for dtype in dtypes:
+        for d in (64, 128, 256):
+            for causal in (False, True):
+                for s in seqlens:
+                    yield dtype, TOKENS // s, WIDTH // d, s, d, causal
+
+
+def cpu_grid(quick: bool):
+    shapes = (
+        [(1, 8, 256, 64), (1, 8, 1024, 64)]
+        if quick
+        else [(1, 8, 256, 64), (1, 8, 1024, 64), (2, 16, 512, 128), (1, 8, 2048, 64)]
+    )
+    for b, h, s, d in shapes:
+        for causal in (False, True):
+            yield torch.float32, b, h, s, d, causal
+
+
+def reference_error(fn, q, k, v, causal) -> float:
+    """Max abs error of fn on a (1 batch, 2 heads) slice against a float64 reference."""
+    qs, ks, vs = (t[:1, :2].contiguous() for t in (q, k, v))
+    s = (qs.double() @ ks.double().transpose(-1, -2)) * q.shape[-1] ** -0.5
+    if causal:
+        mask = torch.ones(s.shape[-2:], dtype=torch.bool, device=q.device).triu(1)
+        s = s.masked_fill(mask, float("-inf"))
+    ref = torch.softmax(s, dim=-1) @ vs.double()
+    del s
+    return (fn(qs, ks, vs, causal).double() - ref).abs().max().item()
+
+
+def run(device: str, quick: bool, backward: bool = True, impls=None):
+    """Returns a list of row dicts: one per (config, pass) with ms and TFLOP/s per impl."""
+    impls = impls or attention_impls(device)
+    grid = gpu_grid(quick) if device == "cuda" else cpu_grid(quick)
+    rows = []
+    for dtype, b, h, s, d, causal in grid:
+        q, k, v = (torch.randn(b, h, s, d, device=device, dtype=dtype) for _ in range(3))
+        config = dict(
+            dtype=str(dtype).replace("torch.", ""),
+            batch=b,
+            heads=h,
+            seqlen=s,
+            head_dim=d,
+            causal=causal,
+        )
+        errors = {
+            name: reference_error(impls[name], q, k, v, causal)
+            for name in impls
+            if name in ("flashmin", "sdpa_flash", "torch_sdpa")
+        }
+        fwd = dict(config, pass_="fwd", max_err=errors, ms={}, tflops={})
+        bwd = dict(config, pass_="bwd", ms={}, tflops={})
+        for name, fn in impls.items():
+            if name == "manual" and s * s * b * h * 2 > (8 << 30 if device == "cuda" else 1 << 29):
+                continue  # the materialised score matrix would not fit
+            if not supported(fn, q, k, v, causal):
+                continue
+            ms = median_ms(lambda fn=fn: fn(q, k, v, causal), device)
+            fwd["ms"][name] = ms
+            fwd["tflops"][name] = tflops(attn_flops(b, h, s, s, d, causal), ms)
+            if backward:
+                qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
+                out = fn(qg, kg, vg, causal)
+                dout = torch.randn_like(out)
+                ms = median_ms(
+                    lambda out=out, qg=qg, kg=kg, vg=vg, dout=dout: torch.autograd.grad(
+                        out, (qg, kg, vg), dout, retain_graph=True
+                    ),
+                    device,
+                )
+                bwd["ms"][name] = ms
+                bwd["tflops"][name] = tflops(attn_flops(b, h, s, s, d, causal, True), ms)
+                del out, qg, kg, vg
+        rows.append(fwd)
+        if backward:
+            rows.append(bwd)
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    return rows

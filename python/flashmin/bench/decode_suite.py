@@ -1,0 +1,116 @@
+"""Flash-Decoding benchmark: achieved K/V bandwidth against the copy ceiling and SDPA."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+import flashmin
+
+from .timing import copy_bandwidth_gbs, median_ms
+
+HEADS_Q, HEADS_KV, HEAD_DIM = 32, 8, 128
+
+
+def shapes(quick: bool):
+    if quick:
+        return [(1, 65536), (8, 8192), (64, 2048)]
+    return [
+        (1, 16384),
+        (1, 65536),
+        (8, 8192),
+        (16, 4096),
+        (32, 8192),
+        (64, 1024),
+        (64, 4096),
+        (128, 2048),
+    ]
+
+
+def _sdpa(backend):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    def run(q, k, v):
+        with sdpa_kernel(getattr(SDPBackend, backend)):
+            return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+
+    return run
+
+
+def run(device: str, quick: bool):
+    if device != "cuda":
+        return [], float("nan")
+    copy_gbs = copy_bandwidth_gbs()
+    dtype = torch.bfloat16
+    peers = {
+        "sdpa_flash": _sdpa("FLASH_ATTENTION"),
+        "sdpa_cudnn": _sdpa("CUDNN_ATTENTION"),
+        "sdpa_efficient": _sdpa("EFFICIENT_ATTENTION"),
+    }
+    rows = []
+    for b, length in shapes(quick):
+        q = torch.randn(b, HEADS_Q, 1, HEAD_DIM, device=device, dtype=dtype)
+        k = torch.randn(b, HEADS_KV, length, HEAD_DIM, device=device, dtype=dtype)
+        v = torch.randn_like(k)
+        lens = torch.full((b,), length, dtype=torch.int32, device=device)
+        kv_bytes = 2 * k.numel() * k.element_size()
+        ref = F.scaled_dot_product_attention(
+            q[:1].float(), k[:1].float(), v[:1].float(), enable_gqa=True
+        )
+        err = (flashmin.flash_decode(q, k, v, lens)[:1].float() - ref).abs().max().item()
+        ms = median_ms(lambda: flashmin.flash_decode(q, k, v, lens), device)
+        row = dict(
+            batch=b,
+            cache_len=length,
+            heads_q=HEADS_Q,
+            heads_kv=HEADS_KV,
+            head_dim=HEAD_DIM,
+            dtype="bfloat16",
+            max_err=err,
+            ms={"flashmin": ms},
+            gbs={"flashmin": kv_bytes / (ms * 1e-3) / 1e9},
+        )
+        for name, fn in peers.items():
+            with contextlib.suppress(RuntimeError):
+                fn(q, k, v)
+                pm = median_ms(lambda fn=fn: fn(q, k, v), device)
+                row["ms"][name] = pm
+                row["gbs"][name] = kv_bytes / (pm * 1e-3) / 1e9
+        row["pct_copy"] = 100 * row["gbs"]["flashmin"] / copy_gbs
+        rows.append(row)
+        del q, k, v
+        torch.cuda.empty_cache()
+    return rows, copy_gbs
+
+
+def table(rows, copy_gbs) -> list[str]:
+    peers = sorted({n for r in rows for n in r["ms"] if n != "flashmin"})
+    head = ["B", "cache len", "flashmin ms", "flashmin GB/s", "% of copy", "max err"]
+    for p in peers:
+        head += [f"{p} GB/s", f"x{p}"]
+    lines = [
+        f"copy bandwidth (read + write): {copy_gbs:.0f} GB/s; "
+        f"H_q={HEADS_Q}, H_kv={HEADS_KV}, D={HEAD_DIM}, bf16, 1 query token",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for r in rows:
+        ms = r["ms"]["flashmin"]
+        cells = [
+            r["batch"],
+            r["cache_len"],
+            f"{ms:.4f}",
+            f"{r['gbs']['flashmin']:.0f}",
+            f"{r['pct_copy']:.0f}%",
+            f"{r['max_err']:.1e}",
+        ]
+        for p in peers:
+            if p in r["ms"]:
+                cells += [f"{r['gbs'][p]:.0f}", f"{r['ms'][p] / ms:.2f}"]
+            else:
+                cells += ["-", "-"]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return lines

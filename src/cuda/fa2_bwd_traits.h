@@ -1,0 +1,58 @@
+// Tile configuration of the FA2 backward, sm80 family (mma.sync m16n8k16, ldmatrix, cp.async;
+// runs on sm_80 and newer). The ONE place where tile sizes per head-dim bucket live.
+//
+// Main kernel (fa2_bwd_dkdv): a CTA owns K_j, V_j (B_c rows) and loops over query blocks Q_i
+// (B_r rows). Warps are laid out as kGroups slabs of 16 keys x kSplit column splits:
+//   S^T_ij, dP^T_ij : each warp computes 16 keys x (B_r / kSplit) queries
+//   dK_j, dV_j      : each warp accumulates 16 keys x (kD / kSplit) columns in fp32 registers
+// kSplit = 2 halves the dK/dV registers per thread for the large head dims (d > 128), at the
+// price of a trip of P^T through shared memory.
+// Deterministic dQ kernel (fa2_bwd_dq): a CTA owns Q_i (kDqBlockM rows, 16 per warp) and loops
+// over K_j, V_j blocks of kDqBlockN keys in a fixed order.
+#pragma once
+
+namespace flashmin::cuda {
+
+// Opt-in dynamic shared memory per block on sm_80 (A100): 163 KB.
+constexpr int kSm80MaxSmemBytes = 163 * 1024;
+
+template <int kD>
+struct Fa2BwdSm80Traits {
+  static_assert(kD % 32 == 0 && kD <= 256, "head-dim bucket");
+  static constexpr int kHeadDim = kD;
+
+  // ---- main kernel: dK_j, dV_j (and dQ by fp32 atomics)
+  static constexpr int kBlockM = 64;                      // B_r
+  static constexpr int kWarps = 8;
+  static constexpr int kSplit = kD <= 128 ? 1 : 2;         // warps per 16-key slab
+  static constexpr int kBlockN = 16 * kWarps / kSplit;    // B_c (128, or 64 when kSplit = 2)
+  static constexpr int kPitch = kD + 8;                   // smem row pitch (elements), +16 B pad
+  static constexpr int kPitchS = kBlockM + 8;             // pitch of the P^T / dS^T tiles
+  // Columns of one dQ work item (16 query rows x kDqCols), a multiple of 16 dividing kD.
+  // (B_r / 16) * (kD / kDqCols) items are spread over the warps: 8 or 16 items for 8 warps.
+  static constexpr int kDqCols = kD == 32    ? 16
+                                 : kD == 128 ? 64
+                                 : kD == 256 ? 64
+                                 : kD % 48 == 0 ? 48
+                                                : 32;
+  static_assert(kD % kDqCols == 0 && kDqCols % 16 == 0, "dQ work item");
+
+  static constexpr int smem_bytes_for(int stages) {
+    return 2 * (2 * kBlockN * kPitch + 2 * stages * kBlockM * kPitch +
+                (kSplit > 1 ? 2 : 1) * kBlockN * kPitchS) +
+           4 * 2 * 2 * kBlockM;  // + lse_i, D_i (fp32, double-buffered)
+  }
+  // Q_i / dO_i double-buffered (prefetch of block i+1 overlaps block i) when it fits sm_80.
+  static constexpr int kStages = smem_bytes_for(2) <= kSm80MaxSmemBytes ? 2 : 1;
+  static constexpr int kSmemBytes = smem_bytes_for(kStages);
+
+  // ---- deterministic dQ kernel
+  static constexpr int kDqWarps = 4;
+  static constexpr int kDqBlockM = 16 * kDqWarps;           // B_r = 64
+  static constexpr int kDqBlockN = kD <= 128 ? 64 : 32;     // B_c
+  static constexpr int kDqSmemBytes = 2 * (2 * kDqBlockM * kPitch + 2 * 2 * kDqBlockN * kPitch);
+
+  static_assert(kSmemBytes <= kSm80MaxSmemBytes && kDqSmemBytes <= kSm80MaxSmemBytes, "smem");
+};
+
+}  // namespace flashmin::cuda

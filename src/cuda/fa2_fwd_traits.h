@@ -1,0 +1,69 @@
+// Tile configuration of the FA2 forward kernels, per head-dim bucket: the ONE place that says
+// B_r, B_c, warps and pipeline stages. The launcher (fa2_fwd.cu) reads these; nothing else
+// mirrors them.
+#pragma once
+
+#include <cstddef>
+
+namespace flashmin::cuda {
+
+// One tile configuration of the sm80 family (mma.sync m16n8k16 + ldmatrix + cp.async).
+//   kD       head dim bucket (multiple of 32; the real head dim is zero-padded up to it)
+//   kBr      B_r: query rows per CTA (Q_i)
+//   kBc      B_c: key/value rows per inner step (K_j, V_j)
+//   kWarps   warps per CTA; warp w owns rows [w * kBr / kWarps, (w + 1) * kBr / kWarps) of Q_i,
+//            i.e. kMt = kBr / (16 * kWarps) m16 row tiles (one 16-row tile in the FA2 paper;
+//            two tiles let every K/V fragment loaded from smem feed two MMAs)
+//   kStages  K_j/V_j smem buffers (>= 2): K_{j+s}, V_{j+s} are in flight while j is computed
+//   kQInRegs Q_i fragments are loaded once into registers (else re-read from smem each step)
+//   kMinCtas minimum CTAs per SM for __launch_bounds__ (caps registers per thread)
+template <int kD_, int kBr_, int kBc_, int kWarps_, int kStages_, bool kQInRegs_, int kMinCtas_>
+struct Fa2FwdSm80Config {
+  static constexpr int kD = kD_;
+  static constexpr int kBr = kBr_;
+  static constexpr int kBc = kBc_;
+  static constexpr int kWarps = kWarps_;
+  static constexpr int kStages = kStages_;
+  static constexpr bool kQInRegs = kQInRegs_;
+  static constexpr int kMinCtas = kMinCtas_;
+
+  static constexpr int kThreads = 32 * kWarps;
+  static constexpr int kMt = kBr / (16 * kWarps);
+  // Padded smem row (elements): +8 elements = +16 bytes moves each row by 4 banks, so the 8 row
+  // addresses of one ldmatrix phase land in 8 distinct 16-byte bank groups (kD / 8 is even).
+  static constexpr int kSmemStride = kD + 8;
+
+  static_assert(kD % 32 == 0 && kD <= 256, "head-dim buckets are multiples of 32 up to 256");
+  static_assert(kMt >= 1 && kBr == 16 * kWarps * kMt, "B_r must be a multiple of 16 * warps");
+  static_assert(kBc % 16 == 0, "B_c must be a multiple of 16 (k of the P V mma)");
+  static_assert(kStages >= 2, "the K/V pipeline needs at least two stages");
+
+  // Q_i (B_r x kD) + kStages x (K_j, V_j) (B_c x kD each), padded rows.
+  template <typename T>
+  static constexpr size_t smem_bytes() {
+    return sizeof(T) * size_t(kBr + 2 * kStages * kBc) * kSmemStride;
+  }
+};
+
+// Per-bucket choice (measured on H100, see docs/kernels_fa2_fwd.md).
+//                                                 D   B_r  B_c  warps stages QinRegs minCTAs
+template <int kD>
+struct Fa2FwdSm80Traits;
+template <>
+struct Fa2FwdSm80Traits<32> : Fa2FwdSm80Config<32, 128, 64, 4, 2, true, 2> {};
+template <>
+struct Fa2FwdSm80Traits<64> : Fa2FwdSm80Config<64, 128, 64, 4, 2, true, 2> {};
+template <>
+struct Fa2FwdSm80Traits<96> : Fa2FwdSm80Config<96, 128, 64, 4, 2, false, 2> {};
+template <>
+struct Fa2FwdSm80Traits<128> : Fa2FwdSm80Config<128, 128, 64, 4, 2, false, 2> {};
+template <>
+struct Fa2FwdSm80Traits<160> : Fa2FwdSm80Config<160, 64, 64, 4, 2, false, 1> {};
+template <>
+struct Fa2FwdSm80Traits<192> : Fa2FwdSm80Config<192, 64, 64, 4, 2, false, 1> {};
+template <>
+struct Fa2FwdSm80Traits<224> : Fa2FwdSm80Config<224, 64, 32, 4, 2, false, 2> {};
+template <>
+struct Fa2FwdSm80Traits<256> : Fa2FwdSm80Config<256, 64, 32, 4, 2, false, 2> {};
+
+}  // namespace flashmin::cuda

@@ -1,0 +1,180 @@
+"""Flash-Decoding: split-KV over contiguous and paged caches, append, GQA, edge cases."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import flashmin
+
+from conftest import DEVICES, attention_ref, randn
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def decode_ref(q, k_cache, v_cache, lens):
+    """float64 reference: sequence b attends to its first lens[b] keys, bottom-right causal."""
+    b, hq, sq, d = q.shape
+    out = torch.zeros(b, hq, sq, d, dtype=torch.float64, device=q.device)
+    lse = torch.full((b, hq, sq), float("-inf"), dtype=torch.float64, device=q.device)
+    for i, n in enumerate(lens.tolist()):
+        o, l_ = attention_ref(
+            q[i : i + 1],
+            k_cache[i : i + 1, :, :n],
+            v_cache[i : i + 1, :, :n],
+            None,
+            True,
+            causal_offset=n - sq,
+        )
+        out[i], lse[i] = o[0], l_[0]
+    return out, lse
+
+
+def tol(dtype):
+    return 2e-5 if dtype == torch.float32 else (1e-2 if dtype == torch.float16 else 3e-2)
+
+
+def to_paged(cache, page, perm_seed=0):
+    """(B, H, S, D) -> (num_pages, H, page, D) in shuffled page order + block_table."""
+    b, h, s, d = cache.shape
+    n = s // page
+    pages = cache.reshape(b, h, n, page, d).permute(0, 2, 1, 3, 4).reshape(b * n, h, page, d)
+    g = torch.Generator().manual_seed(perm_seed)
+    perm = torch.randperm(b * n, generator=g)
+    paged = torch.empty_like(pages)
+    paged[perm] = pages
+    table = perm.view(b, n).to(torch.int32).to(cache.device)
+    return paged.contiguous(), table
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("group", [1, 4, 8])
+@pytest.mark.parametrize("sq,d", [(1, 64), (4, 72), (16, 128)])
+def test_decode_matches_reference(device, dtype, group, sq, d, poison_outputs):
+    b, hk, s_max = 5, 2, 256
+    q = randn(b, hk * group, sq, d, dtype=dtype, device=device)
+    kc = randn(b, hk, s_max, d, dtype=dtype, device=device)
+    vc = randn(b, hk, s_max, d, dtype=dtype, device=device)
+    lens = torch.tensor([0, 1, 17, 200, s_max], dtype=torch.int32, device=device)
+    out, lse = flashmin.flash_decode(q, kc, vc, lens, return_lse=True)
+    ref, ref_lse = decode_ref(q, kc, vc, lens)
+    assert not torch.isnan(out).any()
+    torch.testing.assert_close(out.double(), ref, atol=tol(dtype), rtol=tol(dtype))
+    finite = torch.isfinite(ref_lse)
+    assert torch.equal(torch.isfinite(lse), finite)
+    torch.testing.assert_close(lse[finite].double(), ref_lse[finite], atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_split_count_invariance(device, dtype):
+    q = randn(3, 8, 2, 64, dtype=dtype, device=device)
+    kc = randn(3, 2, 1000, 64, dtype=dtype, device=device)
+    vc = randn(3, 2, 1000, 64, dtype=dtype, device=device)
+    lens = torch.tensor([1000, 513, 3], dtype=torch.int32, device=device)
+    ref, _ = decode_ref(q, kc, vc, lens)
+    outs = [flashmin.flash_decode(q, kc, vc, lens, num_splits=n) for n in (1, 2, 3, 7, 32)]
+    for out in outs:
+        torch.testing.assert_close(out.double(), ref, atol=tol(dtype), rtol=tol(dtype))
+        torch.testing.assert_close(out.float(), outs[0].float(), atol=tol(dtype), rtol=tol(dtype))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("page", [16, 64])
+def test_paged_equals_contiguous(device, page):
+    q = randn(4, 8, 1, 128, dtype=torch.float16, device=device)
+    kc = randn(4, 2, 256, 128, dtype=torch.float16, device=device)
+    vc = randn(4, 2, 256, 128, dtype=torch.float16, device=device)
+    lens = torch.tensor([256, 100, 0, 17], dtype=torch.int32, device=device)
+    kp, table = to_paged(kc, page)
+    vp, _ = to_paged(vc, page)
+    contiguous = flashmin.flash_decode(q, kc, vc, lens)
+    paged = flashmin.flash_decode(q, kp, vp, lens, block_table=table)
+    torch.testing.assert_close(paged, contiguous, atol=2e-3, rtol=2e-3)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("paged", [False, True])
+def test_append_then_attend(device, paged):
+    b, hk, s_max, d, s_new = 3, 2, 128, 64, 3
+    q = randn(b, 4 * hk, s_new, d, device=device)
+    kc, vc = randn(b, hk, s_max, d, device=device), randn(b, hk, s_max, d, device=device)
+    kn, vn = randn(b, hk, s_new, d, device=device), randn(b, hk, s_new, d, device=device)
+    lens = torch.tensor([0, 50, s_max - s_new], dtype=torch.int32, device=device)
+    k_expect, v_expect = kc.clone(), vc.clone()
+    for i, n in enumerate(lens.tolist()):
+        k_expect[i, :, n : n + s_new], v_expect[i, :, n : n + s_new] = kn[i], vn[i]
+    ref, _ = decode_ref(q, k_expect, v_expect, lens + s_new)
+    if paged:
+        kp, table = to_paged(kc, 16)
+        vp, _ = to_paged(vc, 16)
+        out = flashmin.flash_decode(q, kp, vp, lens, block_table=table, k_new=kn, v_new=vn)
+        kc_after, _ = to_paged(k_expect, 16)
+        torch.testing.assert_close(kp, kc_after)
+    else:
+        out = flashmin.flash_decode(q, kc, vc, lens, k_new=kn, v_new=vn)
+        torch.testing.assert_close(kc, k_expect)
+        torch.testing.assert_close(vc, v_expect)
+    torch.testing.assert_close(out.double(), ref, atol=2e-5, rtol=2e-5)
+    assert torch.equal(lens.cpu(), torch.tensor([0, 50, s_max - s_new], dtype=torch.int32))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_empty_and_invalid_lengths(device):
+    q = randn(3, 4, 1, 32, device=device)
+    kc, vc = randn(3, 4, 64, 32, device=device), randn(3, 4, 64, 32, device=device)
+    lens = torch.tensor([0, 65, -1], dtype=torch.int32, device=device)
+    out, lse = flashmin.flash_decode(q, kc, vc, lens, return_lse=True)
+    assert torch.equal(out[0], torch.zeros_like(out[0]))  # empty: zeros, never NaN
+    assert torch.isneginf(lse[0]).all()
+    assert torch.isnan(out[1]).all() and torch.isnan(out[2]).all()  # invalid: loud NaN
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_decode_strided_cache_view(device):
+    # A (B, S, H, D) cache viewed as (B, H, S, D).
+    q = randn(2, 4, 1, 64, device=device)
+    kc = randn(2, 96, 2, 64, device=device).transpose(1, 2)
+    vc = randn(2, 96, 2, 64, device=device).transpose(1, 2)
+    lens = torch.tensor([96, 40], dtype=torch.int32, device=device)
+    ref, _ = decode_ref(q, kc, vc, lens)
+    torch.testing.assert_close(
+        flashmin.flash_decode(q, kc, vc, lens).double(), ref, atol=2e-5, rtol=2e-5
+    )
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_decode_in_torch_compile(device):
+    torch._dynamo.reset()
+
+    def step(q, kc, vc, kn, vn, lens):
+        return flashmin.flash_decode(q, kc, vc, lens, k_new=kn, v_new=vn) * 2
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    q = randn(2, 4, 1, 32, device=device)
+    kc, vc = randn(2, 2, 64, 32, device=device), randn(2, 2, 64, 32, device=device)
+    kn, vn = randn(2, 2, 1, 32, device=device), randn(2, 2, 1, 32, device=device)
+    lens = torch.tensor([5, 20], dtype=torch.int32, device=device)
+    kc2, vc2 = kc.clone(), vc.clone()
+    out = compiled(q, kc, vc, kn, vn, lens)
+    expect = step(q, kc2, vc2, kn, vn, lens)
+    torch.testing.assert_close(out, expect)
+    torch.testing.assert_close(kc, kc2)  # the in-place append survived functionalization
+
+
+@pytest.mark.gpu
+def test_decode_cuda_graph_lengths_stay_on_device():
+    q = randn(2, 8, 1, 128, dtype=torch.bfloat16, device="cuda")
+    kc = randn(2, 2, 4096, 128, dtype=torch.bfloat16, device="cuda")
+    vc = randn(2, 2, 4096, 128, dtype=torch.bfloat16, device="cuda")
+    lens = torch.tensor([100, 4000], dtype=torch.int32, device="cuda")
+    flashmin.flash_decode(q, kc, vc, lens)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = flashmin.flash_decode(q, kc, vc, lens)
+    lens.copy_(torch.tensor([3000, 7], dtype=torch.int32))
+    graph.replay()
+    torch.cuda.synchronize()
+    ref, _ = decode_ref(q, kc, vc, lens)
+    torch.testing.assert_close(out.double(), ref, atol=3e-2, rtol=3e-2)

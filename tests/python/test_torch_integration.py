@@ -1,0 +1,105 @@
+"""torch.library integration: opcheck, torch.compile without graph breaks, CUDA graphs, streams."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import flashmin
+
+from conftest import DEVICES, HAS_CUDA, attention_ref, randn, rel_err
+
+
+def sample_inputs(device, dtype=torch.float32, requires_grad=True):
+    q = randn(2, 4, 17, 32, dtype=dtype, device=device)
+    k = randn(2, 2, 23, 32, dtype=dtype, device=device)
+    v = randn(2, 2, 23, 32, dtype=dtype, device=device)
+    return [t.requires_grad_(requires_grad) for t in (q, k, v)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("is_causal", [False, True])
+def test_opcheck_fwd_and_bwd(device, is_causal):
+    q, k, v = sample_inputs(device)
+    torch.library.opcheck(torch.ops.flashmin.fwd.default, (q, k, v, None, is_causal))
+    out, lse = torch.ops.flashmin.fwd(q.detach(), k.detach(), v.detach(), None, is_causal)
+    dout = torch.randn_like(out)
+    torch.library.opcheck(
+        torch.ops.flashmin.bwd.default,
+        (dout, q.detach(), k.detach(), v.detach(), out, lse, 0.2, is_causal),
+    )
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_decode(device):
+    q = randn(2, 4, 1, 32, device=device)
+    kc, vc = randn(2, 2, 40, 32, device=device), randn(2, 2, 40, 32, device=device)
+    lens = torch.tensor([3, 40], dtype=torch.int32, device=device)
+    torch.library.opcheck(torch.ops.flashmin.decode.default, (q, kc, vc, lens, None, None, 2))
+    kn, vn = randn(2, 2, 1, 32, device=device), randn(2, 2, 1, 32, device=device)
+    torch.library.opcheck(
+        torch.ops.flashmin.decode_append.default,
+        (q, kc, vc, kn, vn, torch.tensor([3, 39], dtype=torch.int32, device=device)),
+    )
+
+
+class TinyBlock(torch.nn.Module):
+    def __init__(self, dim=64, heads=4):
+        super().__init__()
+        self.heads = heads
+        self.qkv = torch.nn.Linear(dim, 3 * dim)
+        self.proj = torch.nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, s, _ = x.shape
+        q, k, v = self.qkv(x).view(b, s, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        y = flashmin.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(y.transpose(1, 2).reshape(b, s, -1))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph_dynamic(device):
+    torch._dynamo.reset()
+    model = TinyBlock().to(device)
+    compiled = torch.compile(model, fullgraph=True, dynamic=True, backend="aot_eager")
+    for s in (17, 33):  # two lengths: one graph with a symbolic length
+        x = torch.randn(2, s, 64, device=device, requires_grad=True)
+        y = compiled(x)
+        torch.testing.assert_close(y, model(x), atol=1e-5, rtol=1e-5)
+        y.sum().backward()
+        assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.gpu
+def test_torch_compile_inductor_cuda():
+    torch._dynamo.reset()
+    model = TinyBlock().cuda().half()
+    compiled = torch.compile(model, fullgraph=True, dynamic=True)
+    x = torch.randn(2, 97, 64, device="cuda", dtype=torch.half)
+    torch.testing.assert_close(compiled(x), model(x), atol=2e-3, rtol=2e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_cuda_graph_capture_and_side_stream():
+    q, k, v = sample_inputs("cuda", torch.bfloat16, requires_grad=False)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # launches follow the caller's current stream
+        out_side = flashmin.flash_attention(q, k, v, is_causal=True)
+    torch.cuda.current_stream().wait_stream(side)
+    ref, _ = attention_ref(q, k, v, None, True)
+    assert rel_err(out_side, ref) < 1e-2
+
+    static_q = q.clone()
+    for _ in range(2):  # warm up outside the graph
+        flashmin.flash_attention(static_q, k, v, is_causal=True)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = flashmin.flash_attention(static_q, k, v, is_causal=True)
+    new_q = randn(*q.shape, dtype=q.dtype, device="cuda")
+    static_q.copy_(new_q)
+    graph.replay()
+    torch.cuda.synchronize()
+    ref, _ = attention_ref(new_q, k, v, None, True)
+    assert rel_err(static_out, ref) < 1e-2
