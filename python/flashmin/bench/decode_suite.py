@@ -80,7 +80,6 @@ def run(device: str, quick: bool):
                 row["gbs"][name] = kv_bytes / (pm * 1e-3) / 1e9
         row["pct_copy"] = 100 * row["gbs"]["flashmin"] / copy_gbs
         rows.append(row)
-        del q, k, v
         torch.cuda.empty_cache()
     return rows, copy_gbs
 
