@@ -49,9 +49,10 @@ struct SimtTile {
   static constexpr int fwd_smem() {  // Q_i, K_j, V_j, P_ij^T
     return 4 * (kFwdBr * kLd + 2 * kFwdBc * kLd + kFwdBc * (kFwdBr + 4));
   }
-  static constexpr int dkdv_smem() {  // K_j, V_j, Q_i, dO_i, P_ij, dS_ij, dS_ij^T, lse_i, D_i
+  // K_j, V_j, Q_i, dO_i, P_ij, dS_ij, lse_i, D_i (+ dS_ij^T for FA1, which also updates dQ_i).
+  static constexpr int bwd_kv_smem(bool with_dSt) {
     return 4 * (2 * kBwdBc * kLd + 2 * kBwdBr * kLd + 2 * kBwdBr * (kBwdBc + 4) +
-                kBwdBc * (kBwdBr + 4) + 2 * kBwdBr);
+                (with_dSt ? kBwdBc * (kBwdBr + 4) : 0) + 2 * kBwdBr);
   }
   static constexpr int dq_smem() {  // Q_i, dO_i, K_j, V_j, dS_ij^T, lse_i, D_i
     return 4 * (2 * kBwdBr * kLd + 2 * kBwdBc * kLd + kBwdBc * (kBwdBr + 4) + 2 * kBwdBr);
@@ -71,10 +72,14 @@ inline int simt_head_dim_bucket(int64_t d) {
 template <typename F>
 void dispatch_head_dim(int64_t d, F&& f) {
   switch (simt_head_dim_bucket(d)) {
-    case 64: return f(std::integral_constant<int, 64>{});
-    case 128: return f(std::integral_constant<int, 128>{});
-    case 192: return f(std::integral_constant<int, 192>{});
-    default: return f(std::integral_constant<int, 256>{});
+    case 64:
+      return f(std::integral_constant<int, 64>{});
+    case 128:
+      return f(std::integral_constant<int, 128>{});
+    case 192:
+      return f(std::integral_constant<int, 192>{});
+    default:
+      return f(std::integral_constant<int, 256>{});
   }
 }
 
@@ -87,9 +92,12 @@ struct TypeTag {
 template <typename F>
 void dispatch_dtype(DType t, F&& f) {
   switch (t) {
-    case DType::kFloat32: return f(TypeTag<float>{});
-    case DType::kFloat16: return f(TypeTag<__half>{});
-    case DType::kBFloat16: return f(TypeTag<__nv_bfloat16>{});
+    case DType::kFloat32:
+      return f(TypeTag<float>{});
+    case DType::kFloat16:
+      return f(TypeTag<__half>{});
+    case DType::kBFloat16:
+      return f(TypeTag<__nv_bfloat16>{});
   }
   throw std::invalid_argument("dtype: expected float32, float16 or bfloat16, got code " +
                               std::to_string(static_cast<int>(t)));
@@ -209,10 +217,11 @@ __device__ __forceinline__ void tile_mma_nt(float (&acc)[TM][TN], const float* A
 // "TN" (sum of outer products over the leading dim, as P V, P^T dO, dS^T Q, dS K):
 //   acc[i][4t + e] += sum_{k < K} A[k * lda + mg*TM + i] * B[k * ldb + 4 ng + 64 t + e]
 // Column groups at or past d are skipped (never written out).
-template <int K, int TM, int TN4>
-__device__ __forceinline__ void tile_mma_tn(float (&acc)[TM][4 * TN4], const float* A, int lda,
+template <int K, int TM, int N>
+__device__ __forceinline__ void tile_mma_tn(float (&acc)[TM][N], const float* A, int lda,
                                             const float* B, int ldb, int d) {
   static_assert(TM == 2 || TM == 4, "TM: 2 or 4 rows per thread");
+  constexpr int TN4 = N / 4;
   const int mg = threadIdx.x / 16, ng = threadIdx.x % 16;
   bool col_ok[TN4];
 #pragma unroll
@@ -262,6 +271,11 @@ __device__ __forceinline__ float row_sum16(float v) {
   return v;
 }
 
+// Rows of a tile of `tile` rows that lie inside the tensor (`left` = rows from the tile start).
+__device__ __forceinline__ int tile_rows(int tile, int64_t left) {
+  return left < tile ? static_cast<int>(left) : tile;
+}
+
 // Is key `col` visible to query `row`? (tails and the causal rule in one place)
 __device__ __forceinline__ bool visible(int64_t row, int64_t col, const AttnParams& p) {
   return col < p.seqlen_k && (!p.is_causal || col <= row + p.causal_offset);
@@ -303,11 +317,10 @@ __device__ __forceinline__ void scores(float (&S)[TM][TN], const float* Q_s, con
 //   dS_ij = P_ij o (dP_ij - D_i)
 // Returns P_ij and dS_ij in the score-tile layout.
 template <int TM, int TN>
-__device__ __forceinline__ void bwd_probs(float (&P)[TM][TN], float (&dS)[TM][TN],
-                                          const float* Q_s, const float* dO_s, const float* K_s,
-                                          const float* V_s, const float* lse_s, const float* D_s,
-                                          int ld, int64_t row0, int64_t col0,
-                                          const AttnParams& p) {
+__device__ __forceinline__ void bwd_probs(float (&P)[TM][TN], float (&dS)[TM][TN], const float* Q_s,
+                                          const float* dO_s, const float* K_s, const float* V_s,
+                                          const float* lse_s, const float* D_s, int ld,
+                                          int64_t row0, int64_t col0, const AttnParams& p) {
   const int mg = threadIdx.x / 16;
   // S_ij = scale * Q_i K_j^T (masked)
   scores(P, Q_s, K_s, ld, row0, col0, p);
@@ -357,10 +370,11 @@ __device__ __forceinline__ float row_dot(const T* a, const T* b, int d) {
 
 // Write an output-layout tile (rows row0 + mg*TM + i, cols 4 ng + 64 t) times `mul` to a
 // (rows x d) tensor; rows >= rows_valid and columns >= d are skipped.
-template <typename T, int TM, int TN4>
+template <typename T, int TM, int N>
 __device__ __forceinline__ void store_out(T* dst, int64_t row_stride, int64_t row0,
-                                          int64_t rows_valid, int d, const float (&acc)[TM][4 * TN4],
+                                          int64_t rows_valid, int d, const float (&acc)[TM][N],
                                           const float (&mul)[TM]) {
+  constexpr int TN4 = N / 4;
   const int mg = threadIdx.x / 16, ng = threadIdx.x % 16;
 #pragma unroll
   for (int i = 0; i < TM; ++i) {
@@ -373,6 +387,26 @@ __device__ __forceinline__ void store_out(T* dst, int64_t row_stride, int64_t ro
       const float4 v = make_float4(acc[i][4 * t] * mul[i], acc[i][4 * t + 1] * mul[i],
                                    acc[i][4 * t + 2] * mul[i], acc[i][4 * t + 3] * mul[i]);
       store4(dst + r * row_stride + c, v);
+    }
+  }
+}
+
+// Read an output-layout tile back from an fp32 (rows x d) array with row stride d (FA1's O_i and
+// dQ_i round trips); rows >= rows_valid read as 0.
+template <int TM, int N>
+__device__ __forceinline__ void load_acc(float (&acc)[TM][N], const float* src, int64_t row0,
+                                         int64_t rows_valid, int d) {
+  constexpr int TN4 = N / 4;
+  const int mg = threadIdx.x / 16, ng = threadIdx.x % 16;
+#pragma unroll
+  for (int i = 0; i < TM; ++i) {
+    const int64_t r = row0 + mg * TM + i;
+#pragma unroll
+    for (int t = 0; t < TN4; ++t) {
+      const int c = 4 * ng + 64 * t;
+      const float4 v = (r < rows_valid && c < d) ? load4(src + r * d + c) : float4{0, 0, 0, 0};
+      acc[i][4 * t] = v.x, acc[i][4 * t + 1] = v.y, acc[i][4 * t + 2] = v.z,
+                 acc[i][4 * t + 3] = v.w;
     }
   }
 }
