@@ -22,17 +22,17 @@ struct Fa2BwdSm80Traits {
   static constexpr int kHeadDim = kD;
 
   // ---- main kernel: dK_j, dV_j (and dQ by fp32 atomics)
-  static constexpr int kBlockM = 64;                      // B_r
+  static constexpr int kBlockM = 64;  // B_r
   static constexpr int kWarps = 8;
-  static constexpr int kSplit = kD <= 128 ? 1 : 2;         // warps per 16-key slab
-  static constexpr int kBlockN = 16 * kWarps / kSplit;    // B_c (128, or 64 when kSplit = 2)
-  static constexpr int kPitch = kD + 8;                   // smem row pitch (elements), +16 B pad
-  static constexpr int kPitchS = kBlockM + 8;             // pitch of the P^T / dS^T tiles
+  static constexpr int kSplit = kD <= 128 ? 1 : 2;      // warps per 16-key slab
+  static constexpr int kBlockN = 16 * kWarps / kSplit;  // B_c (128, or 64 when kSplit = 2)
+  static constexpr int kPitch = kD + 8;                 // smem row pitch (elements), +16 B pad
+  static constexpr int kPitchS = kBlockM + 8;           // pitch of the P^T / dS^T tiles
   // Columns of one dQ work item (16 query rows x kDqCols), a multiple of 16 dividing kD.
   // (B_r / 16) * (kD / kDqCols) items are spread over the warps: 8 or 16 items for 8 warps.
-  static constexpr int kDqCols = kD == 32    ? 16
-                                 : kD == 128 ? 64
-                                 : kD == 256 ? 64
+  static constexpr int kDqCols = kD == 32       ? 16
+                                 : kD == 128    ? 64
+                                 : kD == 256    ? 64
                                  : kD % 48 == 0 ? 48
                                                 : 32;
   static_assert(kD % kDqCols == 0 && kDqCols % 16 == 0, "dQ work item");
@@ -48,8 +48,8 @@ struct Fa2BwdSm80Traits {
 
   // ---- deterministic dQ kernel
   static constexpr int kDqWarps = 4;
-  static constexpr int kDqBlockM = 16 * kDqWarps;           // B_r = 64
-  static constexpr int kDqBlockN = kD <= 128 ? 64 : 32;     // B_c
+  static constexpr int kDqBlockM = 16 * kDqWarps;        // B_r = 64
+  static constexpr int kDqBlockN = kD <= 128 ? 64 : 32;  // B_c
   static constexpr int kDqSmemBytes = 2 * (2 * kDqBlockM * kPitch + 2 * 2 * kDqBlockN * kPitch);
 
   static_assert(kSmemBytes <= kSm80MaxSmemBytes && kDqSmemBytes <= kSm80MaxSmemBytes, "smem");
