@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import _decode_ops, _ops  # noqa: F401  (registers torch.ops.flashmin.*)
@@ -60,7 +62,9 @@ def scaled_dot_product_attention(
     lead = query.shape[:-3]
 
     def as4d(t):
-        return t.unsqueeze(0) if squeeze else t.reshape(-1, *t.shape[-3:])
+        if squeeze:
+            return t.unsqueeze(0)
+        return t.reshape(math.prod(t.shape[:-3]), *t.shape[-3:])
 
     q, k, v = as4d(query), as4d(key), as4d(value)
     if q.shape[1] != k.shape[1] and not enable_gqa:
