@@ -71,9 +71,9 @@ __device__ __forceinline__ void load_tile_async(T* smem, const T* gmem, int64_t 
   }
 }
 
-// Clamp a 64-bit key bound into [0, S_k].
-__device__ __forceinline__ int clamp_keys(int64_t x, int S_k) {
-  return static_cast<int>(x < 0 ? 0 : (x > S_k ? S_k : x));
+// Clamp a 64-bit bound into [lo, hi].
+__device__ __forceinline__ int clamp_int(int64_t x, int lo, int hi) {
+  return static_cast<int>(x < lo ? lo : (x > hi ? hi : x));
 }
 
 __device__ __forceinline__ float quad_max(float x) {
@@ -150,22 +150,18 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinCtas)
   int n_end = S_k, n_full = S_k;
   if (p.is_causal) {
     const int64_t last_row = m0 + rows_q - 1;
-    n_end = clamp_keys(last_row + p.causal_offset + 1, S_k);
-    n_full = clamp_keys(m0 + p.causal_offset + 1, S_k);
+    n_end = clamp_int(last_row + p.causal_offset + 1, 0, S_k);
+    n_full = clamp_int(m0 + p.causal_offset + 1, 0, S_k);
   }
   const int T_c = (n_end + B_c - 1) / B_c;
 
   const int warp_row = warp * 16 * kMt;  // first row of this warp inside Q_i
 
-  // Per-row key limit (exclusive) used by the masked blocks.
-  int key_lim[kMt][2];
-#pragma unroll
-  for (int mt = 0; mt < kMt; ++mt)
-#pragma unroll
-    for (int hh = 0; hh < 2; ++hh) {
-      const int64_t r = int64_t(m0) + warp_row + 16 * mt + g + 8 * hh;
-      key_lim[mt][hh] = p.is_causal ? clamp_keys(r + p.causal_offset + 1, S_k) : S_k;
-    }
+  // Key limit (exclusive) of row warp_row + 16 mt + g + 8 hh in the masked blocks:
+  // min(S_k, max(0, diag + 16 mt + 8 hh)). Non-causal: diag large, so the limit is S_k.
+  const int diag =
+      p.is_causal ? clamp_int(int64_t(m0) + warp_row + g + p.causal_offset + 1, -(1 << 30), 1 << 30)
+                  : (1 << 30);
 
   float O[kMt][kDt][4];
   float m_i[kMt][2], l_i[kMt][2];
@@ -220,7 +216,15 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinCtas)
     const int v_lane_off = (lane & 15) * kLd + 8 * (lane >> 4);
 
     for (int j = 0; j < T_c; ++j) {
-      // ---- prefetch K_{j+kStages-1}, V_{j+kStages-1} into the buffer freed at iteration j-1
+      const T* sKj = sK + (j % kStages) * B_c * kLd;  // K_j : (B_c, kD)
+      const T* sVj = sV + (j % kStages) * B_c * kLd;  // V_j : (B_c, kD)
+
+      // K_j landed (V_j and later may still be in flight). The barrier also tells every warp
+      // that all warps are done with iteration j-1, whose buffer the prefetch below refills.
+      cp_async_wait<2 * kStages - 3>();
+      __syncthreads();
+
+      // ---- prefetch K_{j+kStages-1}, V_{j+kStages-1} into the buffer of iteration j-1
       {
         const int jn = j + kStages - 1;
         const int buf = jn % kStages;
@@ -237,11 +241,6 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinCtas)
           cp_async_commit();
         }
       }
-      const T* sKj = sK + (j % kStages) * B_c * kLd;  // K_j : (B_c, kD)
-      const T* sVj = sV + (j % kStages) * B_c * kLd;  // V_j : (B_c, kD)
-
-      cp_async_wait<2 * (kStages - 1) + 1>();  // K_j landed (V_j and later may be in flight)
-      __syncthreads();
 
       // ---- S_ij = Q_i K_j^T : (16 kMt, B_c) per warp ----
       float S[kMt][kNt][4];
@@ -295,7 +294,8 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinCtas)
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
               const int col = n0 + 8 * nt + 2 * t + (e & 1);
-              if (col >= key_lim[mt][e >> 1]) S[mt][nt][e] = -INFINITY;
+              const int lim = min(S_k, max(0, diag + 16 * mt + 8 * (e >> 1)));
+              if (col >= lim) S[mt][nt][e] = -INFINITY;
             }
       }
 
@@ -357,7 +357,6 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinCtas)
           }
         }
       }
-      __syncthreads();  // every warp is done with buffer j % kStages before it is refilled
     }
   }
   cp_async_wait<0>();  // nothing may still be writing smem (e.g. Q_i when T_c == 0)
@@ -379,8 +378,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinCtas)
             Mma::pack(O[mt][dt][2 * hh] * inv_l, O[mt][dt][2 * hh + 1] * inv_l);
       }
       if (t == 0 && r < rows_q) {
-        lse[m0 + r] = l > 0.f ? m_i[mt][hh] * args.scale_nat + __log2f(l) * kLn2
-                              : -INFINITY;
+        lse[m0 + r] = l > 0.f ? m_i[mt][hh] * args.scale_nat + __log2f(l) * kLn2 : -INFINITY;
       }
     }
   __syncthreads();
@@ -412,9 +410,10 @@ void fa2_fwd_sm80_launch(const AttnParams& p, cudaStream_t stream) {
   const int64_t T_r = (p.seqlen_q + Tr::kBr - 1) / Tr::kBr;
   const int64_t blocks = T_r * p.batch * p.heads_q;
   if (blocks == 0) return;
-  if (blocks > 0x7fffffffLL || p.seqlen_q > 0x7fffffffLL || p.seqlen_k > 0x7fffffffLL - 256)
-    throw std::invalid_argument("query: expected batch * heads * query blocks < 2^31, got " +
-                                std::to_string(blocks));
+  if (blocks > 0x7fffffffLL || p.seqlen_q > 0x7fffffffLL || p.seqlen_k >= (1LL << 30))
+    throw std::invalid_argument(
+        "query: expected batch * heads * query blocks < 2^31 and sequence lengths < 2^30, got " +
+        std::to_string(blocks) + " blocks");
   Fa2FwdArgs args;
   const float abs_scale = std::fabs(p.scale);
   args.scale_log2 = std::fmax(abs_scale * fa2_fwd_detail::kLog2e, 1e-30f);
@@ -423,6 +422,15 @@ void fa2_fwd_sm80_launch(const AttnParams& p, cudaStream_t stream) {
   args.T_r = static_cast<int>(T_r);
 
   const size_t smem = Tr::template smem_bytes<T>();
+  int device = 0, smem_optin = 0;
+  FM_CUDA_CHECK(cudaGetDevice(&device));
+  FM_CUDA_CHECK(
+      cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  if (static_cast<int64_t>(smem) > smem_optin)
+    throw std::runtime_error("device: the FA2 forward tile for head_dim " +
+                             std::to_string(p.head_dim) + " needs " + std::to_string(smem) +
+                             " bytes of shared memory per block, the device allows " +
+                             std::to_string(smem_optin));
   auto kernel = fa2_fwd_sm80_kernel<T, Tr>;
   FM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      static_cast<int>(smem)));
@@ -450,8 +458,10 @@ void fa2_fwd_mma(const AttnParams& p, cudaStream_t stream) {
   // sm80 family for sm_80 .. sm_90 (and newer, through PTX). An sm90 (wgmma/TMA) family would
   // be chosen here for major == 9.
   switch (p.dtype) {
-    case DType::kFloat16: return fa2_fwd_sm80<__half>(p, stream);
-    case DType::kBFloat16: return fa2_fwd_sm80<__nv_bfloat16>(p, stream);
+    case DType::kFloat16:
+      return fa2_fwd_sm80<__half>(p, stream);
+    case DType::kBFloat16:
+      return fa2_fwd_sm80<__nv_bfloat16>(p, stream);
     default:
       throw std::invalid_argument(std::string("dtype: expected float16 or bfloat16, got ") +
                                   dtype_name(p.dtype));

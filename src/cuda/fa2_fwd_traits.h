@@ -45,7 +45,7 @@ struct Fa2FwdSm80Config {
   }
 };
 
-// Per-bucket choice (measured on H100, see docs/kernels_fa2_fwd.md).
+// Per-bucket choice (measured on an H200, see docs/kernels_fa2_fwd.md).
 //                                                 D   B_r  B_c  warps stages QinRegs minCTAs
 template <int kD>
 struct Fa2FwdSm80Traits;
@@ -56,7 +56,7 @@ struct Fa2FwdSm80Traits<64> : Fa2FwdSm80Config<64, 128, 64, 4, 2, true, 2> {};
 template <>
 struct Fa2FwdSm80Traits<96> : Fa2FwdSm80Config<96, 128, 64, 4, 2, false, 2> {};
 template <>
-struct Fa2FwdSm80Traits<128> : Fa2FwdSm80Config<128, 128, 64, 4, 2, false, 2> {};
+struct Fa2FwdSm80Traits<128> : Fa2FwdSm80Config<128, 128, 48, 4, 2, false, 2> {};
 template <>
 struct Fa2FwdSm80Traits<160> : Fa2FwdSm80Config<160, 64, 64, 4, 2, false, 1> {};
 template <>
