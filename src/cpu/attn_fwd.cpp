@@ -20,7 +20,7 @@ struct FwdGeometry {
   explicit FwdGeometry(const AttnParams& p) {
     D = p.head_dim;
     Dp = pad_columns(D);
-    const CpuTiles t = cpu_tiles(Dp);
+    const CpuTiles t = cpu_tiles(Dp, p.seqlen_q, p.seqlen_k);
     Br = t.Br;
     Bc = t.Bc;
     Tr = ceil_div(p.seqlen_q, Br);

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <limits>
 #include <new>
+#include <stdexcept>
 
 #include "cpu/dtype_convert.h"
 #include "cpu/kernels.h"
@@ -20,14 +21,21 @@ constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr int64_t kNoLimit = std::numeric_limits<int64_t>::max();
 
-// ---- tile sizes: B_r query rows x B_c key rows per block, for a padded head dim -------------
-// 64 x 64 keeps Q_i^T, K_j, V_j, S_ij and O_i (about 80 KB at D = 64) in L1/L2; both multiples
-// of the 16-float vector width, which the GEMM's N dimension requires.
+// ---- tile sizes: B_r query rows x B_c key rows per block ---------------------------------------
+// 64 x 64 keeps Q_i^T, K_j, V_j, S_ij and O_i (about 80 KB at D = 64) in L1/L2. Both are also a
+// GEMM's N dimension somewhere (S_ij^T is B_c x B_r), which must be a multiple of the 16-float
+// vector width: short sequences (decode, S_q = 1) shrink the tile to the next multiple of 16
+// instead of computing 64 mostly empty columns.
 struct CpuTiles {
   int64_t Br;
   int64_t Bc;
 };
-constexpr CpuTiles cpu_tiles(int64_t /*padded_head_dim*/) { return {64, 64}; }
+inline CpuTiles cpu_tiles(int64_t /*padded_head_dim*/, int64_t rows_q, int64_t rows_k) {
+  auto fit = [](int64_t full, int64_t n) {
+    return std::min(full, std::max<int64_t>(kColumnPad, pad_columns(n)));
+  };
+  return {fit(64, rows_q), fit(64, rows_k)};
+}
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -53,6 +61,7 @@ class Scratch {
   float* take(int64_t floats) {
     float* p = data_ + used_;
     used_ += grain(floats);
+    if (used_ > capacity_) throw std::logic_error("flashmin cpu: scratch under-reserved");
     return p;
   }
   int64_t* take_int64(int64_t n) { return reinterpret_cast<int64_t*>(take(2 * n)); }

@@ -54,7 +54,7 @@ void decode_impl(const DecodeParams& p) {
   const Kernels& k = kernels();
   const int64_t B = p.batch, Hq = p.heads_q, Hk = p.heads_kv, Sq = p.seqlen_q;
   const int64_t D = p.head_dim, Dp = pad_columns(D);
-  const CpuTiles tiles = cpu_tiles(Dp);
+  const CpuTiles tiles = cpu_tiles(Dp, p.heads_q / p.heads_kv * p.seqlen_q, p.max_seqlen_k);
   const int64_t Br = tiles.Br, Bc = tiles.Bc;
   const int64_t group = p.group_size(), ns = std::max<int64_t>(1, p.num_splits);
   const int64_t rows = group * Sq, Tq = ceil_div(rows, Br);

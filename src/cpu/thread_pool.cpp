@@ -1,7 +1,9 @@
 #include "cpu/thread_pool.h"
 
 #include <pthread.h>
+#include <sched.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
@@ -99,8 +101,14 @@ int configured_threads() {
     const long v = std::strtol(env, &end, 10);
     if (end != env && v >= 1) return static_cast<int>(v > 1024 ? 1024 : v);
   }
-  const unsigned hw = std::thread::hardware_concurrency();
-  return hw == 0 ? 1 : static_cast<int>(hw);
+  int n = static_cast<int>(std::thread::hardware_concurrency());
+#ifdef __linux__
+  // A process pinned to fewer CPUs (taskset, container cpusets) should not oversubscribe them.
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+    n = n > 0 ? std::min(n, CPU_COUNT(&set)) : CPU_COUNT(&set);
+#endif
+  return n < 1 ? 1 : n;
 }
 
 // The pool is created on first use and intentionally leaked. After fork() only the forking

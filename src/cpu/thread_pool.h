@@ -4,7 +4,8 @@
 //   parallel_for(n, fn) runs fn(0) ... fn(n - 1), items handed out dynamically (atomic counter);
 //   the calling thread works too. Calls from inside a pool task run serially (no nesting), calls
 //   from several user threads at once are serialized. Size: FLASHMIN_NUM_THREADS, else
-//   std::thread::hardware_concurrency(). A forked child (DataLoader workers) builds a new pool.
+//   std::thread::hardware_concurrency() (capped by the CPU affinity mask). A forked child
+//   (DataLoader workers) builds a new pool.
 #pragma once
 
 #include <cstdint>

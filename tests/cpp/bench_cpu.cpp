@@ -106,5 +106,42 @@ int main(int argc, char** argv) {
               (long long)D, causal ? 1 : 0, dt.c_str(), algo.c_str());
   std::printf("  fwd: %8.3f ms  %7.1f GFLOP/s\n", f_ms, flops / f_ms * 1e-6);
   std::printf("  bwd: %8.3f ms  %7.1f GFLOP/s (2.5x fwd flops)\n", b_ms, 2.5 * flops / b_ms * 1e-6);
+
+  // Decode: B=8, H_q=32, H_k=8, S_q=1, L=4096 keys of a contiguous cache, D=128, this dtype.
+  {
+    const int64_t dB = 8, dHq = 32, dHk = 8, dL = 4096, dD = 128;
+    std::vector<float> dq_buf(static_cast<size_t>(dB * dHq * dD)), dout_buf(dq_buf.size());
+    std::vector<float> kc(static_cast<size_t>(dB * dHk * dL * dD)), vc(kc.size());
+    for (auto* vec : {&dq_buf, &kc, &vc})
+      for (float& x : *vec) x = nd(rng);  // any bit pattern is a finite 16-bit value here too
+    if (dtype != DType::kFloat32)         // reinterpret as 16-bit: keep the values small and finite
+      for (auto* vec : {&dq_buf, &kc, &vc})
+        for (float& x : *vec) x = cpu::bits_to_float(0x3c003c00u);
+    std::vector<int32_t> lens(static_cast<size_t>(dB), static_cast<int32_t>(dL));
+    DecodeParams d;
+    d.q = dq_buf.data();
+    d.q_strides = {dHq * dD, dD, dD};
+    d.k_cache = kc.data();
+    d.v_cache = vc.data();
+    d.k_cache_strides = d.v_cache_strides = {dHk * dL * dD, dL * dD, dD};
+    d.cache_seqlens = lens.data();
+    d.o = dout_buf.data();
+    d.o_strides = d.q_strides;
+    d.batch = dB;
+    d.heads_q = dHq;
+    d.heads_kv = dHk;
+    d.seqlen_q = 1;
+    d.max_seqlen_k = dL;
+    d.head_dim = dD;
+    d.scale = 0.088f;
+    d.dtype = dtype;
+    for (int64_t ns : {1, 4}) {
+      d.num_splits = ns;
+      const double ms = median_ms(reps, [&] { flashmin::decode(d, -1, 0); });
+      const double bytes = 2.0 * dB * dHk * dL * dD * es;
+      std::printf("  decode B=8 Hq=32 Hk=8 L=4096 D=128 splits=%lld: %8.3f ms  %6.1f GB/s of K/V\n",
+                  (long long)ns, ms, bytes / ms * 1e-6);
+    }
+  }
   return 0;
 }
