@@ -40,10 +40,10 @@ struct SimtTile {
   static constexpr int kFwdBr = 64;
   static constexpr int kFwdBc = kD <= 64 ? 64 : 32;
   // Backward (FA2 dK/dV + dQ, FA1 bwd).
-  static constexpr int kBwdBr = 32;
+  static constexpr int kBwdBr = kD <= 64 ? 64 : 32;
   static constexpr int kBwdBc = kD <= 128 ? 64 : 32;
-  // Up to 2 CTAs/SM where smem allows it (caps registers at 128/thread).
-  static constexpr int kFwdMinBlocks = kD <= 192 ? 2 : 1;
+  // 2 CTAs/SM where the forward's smem allows it on an H100 (caps registers at 128/thread).
+  static constexpr int fwd_min_blocks() { return 2 * fwd_smem() <= 220 * 1024 ? 2 : 1; }
 
   // Shared memory of each kernel family (bytes).
   static constexpr int fwd_smem() {  // Q_i, K_j, V_j, P_ij^T

@@ -17,7 +17,7 @@ namespace {
 
 // ============================== forward (FA2 Algorithm 1) ==============================
 template <typename T, int kD>
-__global__ void __launch_bounds__(kThreads, SimtTile<kD>::kFwdMinBlocks)
+__global__ void __launch_bounds__(kThreads, SimtTile<kD>::fwd_min_blocks())
     fa2_fwd_simt_kernel(const AttnParams p) {
   using Tile = SimtTile<kD>;
   constexpr int B_r = Tile::kFwdBr, B_c = Tile::kFwdBc, ld = Tile::kLd, ld_pt = B_r + 4;
