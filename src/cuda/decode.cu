@@ -1,0 +1,877 @@
+// Flash-Decoding: split-KV attention over a (contiguous or paged) KV cache, then a combine.
+//
+// Decoding is memory-bound: each query row (S_q <= 16 per sequence) is tiny next to the cache,
+// so the work is spread over the KEYS. Three kernels run on the stream, in order:
+//   1. decode_append_kernel  (only with k_new/v_new) writes the new keys into the cache at
+//      [seqlens[b], seqlens[b] + S_new), so the attention kernel below sees them.
+//   2. decode_split_kernel   one CTA per (batch b, KV head h_k, <= 64 query rows, split s).
+//      Its query rows are ALL (query head of the group, query position) pairs that read h_k
+//      (GQA packing): K_j, V_j are read from global memory once per group. Split s covers a
+//      contiguous range of key blocks computed on the device from L_b. The CTA streams
+//      K_j, V_j (B_c keys, 32 KB per stage) through a 3-stage cp.async pipeline; each warp
+//      runs the FA2 inner loop (online softmax) on 16 query rows x 16 keys at a time, on
+//      tensor cores (mma.sync m16n8k16) for fp16/bf16 or on CUDA cores for fp32.
+//      Warps that share a row tile split the keys of a block and merge at the end.
+//      With one split it writes O and lse directly; otherwise a normalised partial O_s and
+//      its lse_s (fp32, in the workspace).
+//   3. decode_combine_kernel merges the splits through their lse (SoftmaxState):
+//      O = sum_s exp(lse_s - lse) O_s,  lse = log sum_s exp(lse_s).
+//
+// Lengths are read on the device only (CUDA graphs). Invalid device data (seqlens[b] < 0,
+// seqlens[b] + S_new beyond the cache, a page index outside [0, num_pages)) is never used to
+// address memory; that sequence's O and lse become NaN instead.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#include "cuda/cuda_api.h"
+#include "cuda/decode_traits.h"
+#include "flashmin/cuda/copy.h"
+#include "flashmin/cuda/mma.h"
+#include "flashmin/online_softmax.h"
+
+namespace flashmin::cuda {
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+// ---------------------------------------------------------------------------------------------
+// Small device helpers
+// ---------------------------------------------------------------------------------------------
+
+// Element offset of 16-byte vector `vec` of row `row` in a [rows][kD] shared-memory tile, laid
+// out so that ldmatrix (8 rows, same column) and the fp32 path's per-lane row reads hit 8
+// different bank groups: cp.async path: the vector index is XORed with row % 8; bulk-copy path
+// (whole rows land contiguously): rows are padded by 16 bytes.
+template <class Tr>
+__device__ __forceinline__ int swz(int row, int vec) {
+  if constexpr (Tr::kBulk) return row * Tr::kRowStride + vec * Tr::kVec;
+  return row * Tr::kHeadDim + ((vec ^ (row & 7)) * Tr::kVec);
+}
+
+// ---- Hopper copy engine (sm_90): 1-D bulk copies completing on an mbarrier; PDL.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define FM_DECODE_SM90 1
+#else
+#define FM_DECODE_SM90 0
+#endif
+
+__device__ __forceinline__ void mbar_init(uint64_t* bar, int count) {
+#if FM_DECODE_SM90
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count));
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#else
+  __trap();
+#endif
+}
+
+// Arrive once on this phase, announcing `bytes` that this thread's bulk copies will deliver.
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
+#if FM_DECODE_SM90
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)),
+               "r"(bytes)
+               : "memory");
+#else
+  __trap();
+#endif
+}
+
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+#if FM_DECODE_SM90
+  uint32_t done = 0;
+  while (!done) {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        " selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(smem_addr(bar)), "r"(parity)
+        : "memory");
+  }
+#else
+  __trap();
+#endif
+}
+
+// Global -> shared copy of `bytes` (multiple of 16) by the copy engine, counted on `bar`.
+__device__ __forceinline__ void bulk_copy(void* smem_dst, const void* gmem_src, uint32_t bytes,
+                                          uint64_t* bar) {
+#if FM_DECODE_SM90
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::
+          "r"(smem_addr(smem_dst)),
+      "l"(gmem_src), "r"(bytes), "r"(smem_addr(bar))
+      : "memory");
+#else
+  __trap();
+#endif
+}
+
+// Programmatic dependent launch: let the combine kernel launch early / wait for our results.
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if FM_DECODE_SM90
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait_primary() {
+#if FM_DECODE_SM90
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+// Tokens of sequence b after the append (L_b), and whether its device-side length is valid.
+struct SeqLen {
+  int64_t L;
+  bool valid;
+};
+
+__device__ __forceinline__ SeqLen seq_len(const DecodeParams& p, int64_t b) {
+  const int64_t cached = p.cache_seqlens ? int64_t(p.cache_seqlens[b]) : p.max_seqlen_k;
+  const bool valid = cached >= 0 && cached + p.seqlen_new <= p.max_seqlen_k;
+  return {valid ? cached + p.seqlen_new : 0, valid};
+}
+
+// Where key `key` of sequence b lives: (index on the cache's first axis, index on its seq
+// axis). Contiguous: (b, key). Paged: (block_table[b][key / page_size], key % page_size).
+// Returns false (and touches nothing) when the page index is out of range.
+__device__ __forceinline__ bool locate_key(const DecodeParams& p, int64_t b, int64_t key,
+                                           int log2_page, int64_t* slot, int64_t* pos) {
+  if (p.block_table == nullptr) {
+    *slot = b;
+    *pos = key;
+    return true;
+  }
+  const int64_t page = p.block_table[b * p.block_table_stride + (key >> log2_page)];
+  *slot = page;
+  *pos = key & (p.page_size - 1);
+  return page >= 0 && page < p.num_pages;
+}
+
+__device__ __forceinline__ int64_t offset(const Strides& s, int64_t slot, int64_t head,
+                                          int64_t pos) {
+  return slot * s.batch + head * s.head + pos * s.seq;
+}
+
+__device__ __forceinline__ float4 ld4(const float* p) {
+  return *reinterpret_cast<const float4*>(p);
+}
+
+__device__ __forceinline__ float dot4(float4 a, float4 b) {
+  return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
+}
+
+// Store 4 consecutive fp32 values as T (8 or 16 bytes, aligned by construction).
+template <typename T>
+__device__ __forceinline__ void store4(T* dst, float4 v) {
+  if constexpr (std::is_same_v<T, float>) {
+    *reinterpret_cast<float4*>(dst) = v;
+  } else {
+    uint2 packed;
+    packed.x = MmaType<T>::pack(v.x, v.y);
+    packed.y = MmaType<T>::pack(v.z, v.w);
+    *reinterpret_cast<uint2*>(dst) = packed;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Warp-level tile math. Both paths keep S (16 x 16) and O (16 x D) in the mma.sync C-fragment
+// layout: lane holds rows lane/4 and lane/4 + 8, columns 2*(lane%4) + {0, 1} of every 8-wide
+// column tile. The softmax code is therefore shared.
+// ---------------------------------------------------------------------------------------------
+
+// S (16 x 16) = Q_i (16 x D) K_c^T; Q_i = rows r0.. of Qs, K_c = keys c0.. of Ks.
+template <class Tr, typename T>
+__device__ __forceinline__ void warp_qk(float (&S)[2][4], const T* Qs, int r0, const T* Ks, int c0,
+                                        int lane, int head_dim) {
+  if constexpr (std::is_same_v<T, float>) {
+    // CUDA cores: each lane computes its 8 entries as dot products over float4 vectors.
+    const int g = lane / 4, q = lane % 4;
+#pragma unroll
+    for (int v = 0; v < Tr::kVecsPerRow; ++v) {
+      if (v * Tr::kVec >= head_dim) break;  // padded columns are zero anyway
+      const float4 qa = ld4(Qs + swz<Tr>(r0 + g, v));
+      const float4 qb = ld4(Qs + swz<Tr>(r0 + g + 8, v));
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float4 k = ld4(Ks + swz<Tr>(c0 + nt * 8 + 2 * q + e, v));
+          S[nt][e] += dot4(qa, k);
+          S[nt][2 + e] += dot4(qb, k);
+        }
+      }
+    }
+  } else {
+    // Tensor cores: A = Q_i (16 x 16 slice of D), B = K_c^T (16 x 16): ldmatrix (non-trans)
+    // of K rows gives the "col" B fragment directly; matrices 0,1 are keys 0-7, 2,3 keys 8-15.
+#pragma unroll
+    for (int ks = 0; ks < Tr::kHeadDim / 16; ++ks) {
+      if (ks * 16 >= head_dim) break;
+      uint32_t a[4], bk[4];
+      ldmatrix_x4(a, Qs + swz<Tr>(r0 + ((lane / 8) & 1) * 8 + lane % 8, ks * 2 + lane / 16));
+      ldmatrix_x4(bk, Ks + swz<Tr>(c0 + (lane / 16) * 8 + lane % 8, ks * 2 + ((lane / 8) & 1)));
+      const uint32_t b0[2] = {bk[0], bk[1]}, b1[2] = {bk[2], bk[3]};
+      MmaType<T>::mma(S[0], a, b0);
+      MmaType<T>::mma(S[1], a, b1);
+    }
+  }
+}
+
+// O (16 x D) += P (16 x 16) V_c (16 x D); V_c = keys c0.. of Vs. Pw: this warp's 16x16 fp32
+// scratch (fp32 path only).
+template <class Tr, typename T>
+__device__ __forceinline__ void warp_pv(float (&O)[Tr::kHeadDim / 8][4], const float (&P)[2][4],
+                                        const T* Vs, int c0, int lane, int head_dim, float* Pw) {
+  if constexpr (std::is_same_v<T, float>) {
+    // Exact fp32: P goes through shared memory so each lane can read its two rows whole.
+    const int g = lane / 4, q = lane % 4;
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) Pw[(g + 8 * (e >> 1)) * 16 + nt * 8 + 2 * q + (e & 1)] = P[nt][e];
+    }
+    __syncwarp();
+#pragma unroll 4
+    for (int k = 0; k < 16; ++k) {
+      const float pa = Pw[g * 16 + k], pb = Pw[(g + 8) * 16 + k];
+#pragma unroll
+      for (int nd = 0; nd < Tr::kHeadDim / 8; ++nd) {
+        if (nd * 8 >= head_dim) break;
+        const float2 v =
+            *reinterpret_cast<const float2*>(Vs + swz<Tr>(c0 + k, nd * 2 + q / 2) + (q & 1) * 2);
+        O[nd][0] += pa * v.x;
+        O[nd][1] += pa * v.y;
+        O[nd][2] += pb * v.x;
+        O[nd][3] += pb * v.y;
+      }
+    }
+    __syncwarp();
+  } else {
+    // The S accumulator layout of two 8-key tiles is exactly the A fragment of P (16 x 16).
+    const uint32_t a[4] = {MmaType<T>::pack(P[0][0], P[0][1]), MmaType<T>::pack(P[0][2], P[0][3]),
+                           MmaType<T>::pack(P[1][0], P[1][1]), MmaType<T>::pack(P[1][2], P[1][3])};
+    // B = V_c (16 keys x 16 cols): ldmatrix.trans; matrices 0,1 = keys 0-7 / 8-15 of cols 0-7.
+#pragma unroll
+    for (int nd = 0; nd < Tr::kHeadDim / 16; ++nd) {
+      if (nd * 16 >= head_dim) break;
+      uint32_t bv[4];
+      ldmatrix_x4_trans(bv, Vs + swz<Tr>(c0 + ((lane / 8) & 1) * 8 + lane % 8, nd * 2 + lane / 16));
+      const uint32_t b0[2] = {bv[0], bv[1]}, b1[2] = {bv[2], bv[3]};
+      MmaType<T>::mma(O[2 * nd], a, b0);
+      MmaType<T>::mma(O[2 * nd + 1], a, b1);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Append k_new / v_new into the cache (one thread per 16-byte vector).
+// ---------------------------------------------------------------------------------------------
+template <typename T>
+__global__ void __launch_bounds__(256) decode_append_kernel(const DecodeParams p) {
+  constexpr int kVec = 16 / int(sizeof(T));
+  const int vecs = int(p.head_dim / kVec);
+  const int64_t total = p.batch * p.heads_kv * p.seqlen_new * vecs;
+  const int log2_page = p.block_table ? __ffsll(p.page_size) - 1 : 0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int v = int(i % vecs);
+    const int64_t j = (i / vecs) % p.seqlen_new;
+    const int64_t hk = (i / vecs / p.seqlen_new) % p.heads_kv;
+    const int64_t b = i / vecs / p.seqlen_new / p.heads_kv;
+    const int64_t cached = p.cache_seqlens ? int64_t(p.cache_seqlens[b]) : p.max_seqlen_k;
+    if (cached < 0 || cached + p.seqlen_new > p.max_seqlen_k) continue;  // NaN'd by attention
+    int64_t slot, pos;
+    if (!locate_key(p, b, cached + j, log2_page, &slot, &pos)) continue;
+    const auto* k_src = static_cast<const T*>(p.k_new) + offset(p.k_new_strides, b, hk, j);
+    const auto* v_src = static_cast<const T*>(p.v_new) + offset(p.v_new_strides, b, hk, j);
+    auto* k_dst = static_cast<T*>(p.k_cache) + offset(p.k_cache_strides, slot, hk, pos);
+    auto* v_dst = static_cast<T*>(p.v_cache) + offset(p.v_cache_strides, slot, hk, pos);
+    reinterpret_cast<uint4*>(k_dst)[v] = reinterpret_cast<const uint4*>(k_src)[v];
+    reinterpret_cast<uint4*>(v_dst)[v] = reinterpret_cast<const uint4*>(v_src)[v];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Split-KV attention. Grid: x = (b, h_k, row chunk), y = split.
+//    o_part == nullptr: write O, lse directly (one split). Otherwise o_part (splits, B*H_q*S_q, D)
+//    and lse_part (splits, B*H_q*S_q) receive this split's normalised O_s and lse_s.
+// ---------------------------------------------------------------------------------------------
+template <typename T, int kD, bool kBulk>
+__global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk>::kThreads)
+    decode_split_kernel(const DecodeParams p, const int row_chunks, float* o_part,
+                        float* lse_part) {
+  using Tr = DecodeTraits<T, kD, kBulk>;
+  constexpr int kBc = Tr::kBc;
+  constexpr int kRS = Tr::kRowStride;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  if (o_part != nullptr) pdl_launch_dependents();  // the combine may start its prologue
+
+  // ---- Which (b, h_k, query rows, split) this CTA owns.
+  const int64_t group = p.heads_q / p.heads_kv;
+  const int64_t S_q = p.seqlen_q;
+  const int chunk = int(blockIdx.x % row_chunks);
+  const int64_t hk = (blockIdx.x / row_chunks) % p.heads_kv;
+  const int64_t b = blockIdx.x / row_chunks / p.heads_kv;
+  const int split = blockIdx.y, num_splits = gridDim.y;
+  // Row R of the group = (query head hk*group + R / S_q, query position R % S_q).
+  const int64_t row_begin = int64_t(chunk) * Tr::kMaxRows;
+  const int rows = int(min(int64_t(Tr::kMaxRows), group * S_q - row_begin));
+  const int row_tiles = (rows + Tr::kRowTile - 1) / Tr::kRowTile;
+  // Warps that share a row tile split each K_j, V_j block between them (16-key chunks).
+  const int warps_n = row_tiles == 1 ? 4 : row_tiles == 2 ? 2 : 1;
+  const int rt = warp / warps_n, wn = warp % warps_n;
+  const bool warp_has_rows = rt < row_tiles;
+
+  // ---- Shared memory: Q_i [rows_pad][kD] | stages x (K_j [B_c][kD], V_j [B_c][kD]) | m, l | P
+  //      | one mbarrier per stage (bulk path). Tile rows are kRS elements apart.
+  T* Qs = reinterpret_cast<T*>(smem_raw);
+  T* KVs = Qs + row_tiles * Tr::kRowTile * kRS;
+  float* Ms = reinterpret_cast<float*>(KVs + Tr::kStages * 2 * kBc * kRS);           // [warps][16]
+  float* Ls = Ms + Tr::kWarps * Tr::kRowTile;                                        // [warps][16]
+  float* Pw = Ls + Tr::kWarps * Tr::kRowTile + warp * Tr::kRowTile * Tr::kKeyChunk;  // [16][16]
+  uint64_t* full_bar = reinterpret_cast<uint64_t*>(Ls + Tr::kWarps * Tr::kRowTile +
+                                                   Tr::kWarps * Tr::kRowTile * Tr::kKeyChunk);
+  float* Os = reinterpret_cast<float*>(KVs);  // epilogue: [warps][16][kOStride], reuses stages
+
+  // ---- This sequence's length and this split's key blocks [blk_begin, blk_end).
+  const SeqLen seq = seq_len(p, b);
+  const int64_t L = seq.L;
+  bool bad = !seq.valid;  // invalid length or page: the sequence's output becomes NaN
+  const int64_t n_blocks = (L + kBc - 1) / kBc;
+  const int64_t blocks_per_split = (n_blocks + num_splits - 1) / num_splits;
+  const int64_t blk_begin = min(n_blocks, split * blocks_per_split);
+  const int64_t blk_end = min(n_blocks, blk_begin + blocks_per_split);
+  const int64_t causal_limit = L - S_q;  // query t sees key j iff j <= causal_limit + t
+  const int log2_page = p.block_table ? __ffsll(p.page_size) - 1 : 0;
+  const int head_dim = int(p.head_dim);
+
+  const T* q = static_cast<const T*>(p.q);
+  const T* k_cache = static_cast<const T*>(p.k_cache);
+  const T* v_cache = static_cast<const T*>(p.v_cache);
+
+  // ---- Q_i -> shared memory (zero-filled padding rows and columns); joins the first group.
+  for (int i = tid; i < row_tiles * Tr::kRowTile * Tr::kVecsPerRow; i += Tr::kThreads) {
+    const int r = i / Tr::kVecsPerRow, v = i % Tr::kVecsPerRow;
+    const int64_t R = row_begin + r;
+    const bool ok = r < rows && v * Tr::kVec < head_dim;
+    const T* src = q;
+    if (ok) src = q + offset(p.q_strides, b, hk * group + R / S_q, R % S_q) + v * Tr::kVec;
+    cp_async_16(Qs + swz<Tr>(r, v), src, ok);
+  }
+
+  if constexpr (kBulk) {
+    // Columns [D, kD) are never written by the row copies: zero them once in every stage.
+    const int d_vecs = head_dim / Tr::kVec, pad_vecs = Tr::kVecsPerRow - d_vecs;
+    for (int i = tid; i < Tr::kStages * 2 * kBc * pad_vecs; i += Tr::kThreads) {
+      const int row = i / pad_vecs, v = d_vecs + i % pad_vecs;
+      *reinterpret_cast<uint4*>(KVs + row * kRS + v * Tr::kVec) = make_uint4(0, 0, 0, 0);
+    }
+    if (tid == 0) {
+      for (int s = 0; s < Tr::kStages; ++s) mbar_init(&full_bar[s], Tr::kThreads);
+    }
+    __syncthreads();
+  }
+
+  // K_j, V_j (B_c x kD each) of key block blk -> stage; keys >= L are zero-filled, not read.
+  auto load_kv = [&](int64_t blk, int stage) {
+    T* Ks = KVs + stage * 2 * kBc * kRS;
+    T* Vs = Ks + kBc * kRS;
+    if constexpr (kBulk) {
+      // Every thread arrives once per phase with the bytes of its (<= 2) row copies, then
+      // issues them; rows past L (or with a bad page) are zeroed with ordinary stores, which
+      // the __syncthreads before their use makes visible.
+      constexpr int kCopies = (2 * kBc + Tr::kThreads - 1) / Tr::kThreads;
+      const uint32_t row_bytes = uint32_t(head_dim) * sizeof(T);
+      const T* src[kCopies];
+      T* dst[kCopies];
+      uint32_t bytes = 0;
+#pragma unroll
+      for (int c = 0; c < kCopies; ++c) {
+        const int i = tid + c * Tr::kThreads;
+        src[c] = nullptr;
+        dst[c] = nullptr;
+        if (i >= 2 * kBc) continue;
+        const int r = i % kBc;
+        const bool is_v = i >= kBc;
+        dst[c] = (is_v ? Vs : Ks) + r * kRS;
+        const int64_t key = blk * kBc + r;
+        bool ok = key < L;
+        if (ok) {
+          int64_t slot, pos;
+          ok = locate_key(p, b, key, log2_page, &slot, &pos);
+          bad |= !ok;
+          if (ok) {
+            src[c] = is_v ? v_cache + offset(p.v_cache_strides, slot, hk, pos)
+                          : k_cache + offset(p.k_cache_strides, slot, hk, pos);
+            bytes += row_bytes;
+          }
+        }
+        if (!ok) {
+          for (int v = 0; v < head_dim / Tr::kVec; ++v)
+            *reinterpret_cast<uint4*>(dst[c] + v * Tr::kVec) = make_uint4(0, 0, 0, 0);
+        }
+      }
+      mbar_arrive_expect_tx(&full_bar[stage], bytes);
+#pragma unroll
+      for (int c = 0; c < kCopies; ++c) {
+        if (src[c] != nullptr) bulk_copy(dst[c], src[c], row_bytes, &full_bar[stage]);
+      }
+    } else {
+#pragma unroll
+      for (int it = 0; it < Tr::kVecsPerThread; ++it) {
+        const int i = tid + it * Tr::kThreads;
+        const int r = i / Tr::kVecsPerRow, v = i % Tr::kVecsPerRow;
+        const int64_t key = blk * kBc + r;
+        bool ok = key < L && v * Tr::kVec < head_dim;
+        const T* k_src = k_cache;
+        const T* v_src = v_cache;
+        if (ok) {
+          int64_t slot, pos;
+          ok = locate_key(p, b, key, log2_page, &slot, &pos);
+          bad |= !ok;
+          if (ok) {
+            k_src = k_cache + offset(p.k_cache_strides, slot, hk, pos) + v * Tr::kVec;
+            v_src = v_cache + offset(p.v_cache_strides, slot, hk, pos) + v * Tr::kVec;
+          }
+        }
+        cp_async_16(Ks + swz<Tr>(r, v), k_src, ok);
+        cp_async_16(Vs + swz<Tr>(r, v), v_src, ok);
+      }
+    }
+  };
+
+  // ---- Per-warp running state: O_i (16 x D), m_i, l_i for the lane's two rows (log2 units).
+  float O[kD / 8][4];
+#pragma unroll
+  for (int nd = 0; nd < kD / 8; ++nd) O[nd][0] = O[nd][1] = O[nd][2] = O[nd][3] = 0.0f;
+  float m_i[2] = {-INFINITY, -INFINITY};
+  float l_i[2] = {0.0f, 0.0f};  // per-lane partial row sums; completed over the quad at the end
+  const int r_lo = rt * Tr::kRowTile + lane / 4;
+  const int64_t t_row[2] = {(row_begin + r_lo) % S_q, (row_begin + r_lo + 8) % S_q};
+  const float scale_log2 = p.scale * kLog2e;
+
+  // ---- Pipeline prologue: kStages - 1 blocks in flight.
+#pragma unroll
+  for (int s = 0; s < Tr::kStages - 1; ++s) {
+    if (blk_begin + s < blk_end) load_kv(blk_begin + s, s);
+    cp_async_commit();
+  }
+
+  for (int64_t blk = blk_begin; blk < blk_end; ++blk) {
+    const int it = int(blk - blk_begin);
+    // Issue block blk + kStages - 1 into the stage freed at the end of the last iteration.
+    if (blk + Tr::kStages - 1 < blk_end)
+      load_kv(blk + Tr::kStages - 1, (it + Tr::kStages - 1) % Tr::kStages);
+    cp_async_commit();
+    if constexpr (kBulk) {
+      cp_async_wait<0>();                                              // Q_i
+      mbar_wait(&full_bar[it % Tr::kStages], (it / Tr::kStages) & 1);  // block blk has landed
+    } else {
+      cp_async_wait<Tr::kStages - 1>();  // block blk (and Q_i) has landed
+    }
+    __syncthreads();
+
+    const T* Ks = KVs + (it % Tr::kStages) * 2 * kBc * kRS;  // K_j: [B_c][kD]
+    const T* Vs = Ks + kBc * kRS;                            // V_j: [B_c][kD]
+    if (warp_has_rows) {
+      for (int c = wn; c < kBc / Tr::kKeyChunk; c += warps_n) {
+        const int64_t key0 = blk * kBc + c * Tr::kKeyChunk;
+        if (key0 >= L) break;
+
+        // S_ij = Q_i K_j^T   (16 rows x 16 keys)
+        float S[2][4] = {};
+        warp_qk<Tr>(S, Qs, rt * Tr::kRowTile, Ks, c * Tr::kKeyChunk, lane, head_dim);
+
+        // Scale into the log2 domain; mask keys past each row's causal limit (and past L).
+        const bool need_mask = key0 + Tr::kKeyChunk - 1 > causal_limit;
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            S[nt][e] *= scale_log2;
+            const int64_t key = key0 + nt * 8 + 2 * (lane % 4) + (e & 1);
+            if (need_mask && key > causal_limit + t_row[e >> 1]) S[nt][e] = -INFINITY;
+          }
+        }
+
+        // m_i = max(m_i, rowmax(S_ij)),  P_ij = exp2(S_ij - m_i),  l_i = e^(..) l_i + rowsum(P)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          float mx =
+              fmaxf(fmaxf(S[0][2 * h], S[0][2 * h + 1]), fmaxf(S[1][2 * h], S[1][2 * h + 1]));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+          const float m_new = fmaxf(m_i[h], mx);
+          const float alpha = m_i[h] == -INFINITY ? 0.0f : fast_exp2(m_i[h] - m_new);
+          const float m_ref = m_new == -INFINITY ? 0.0f : m_new;  // fully masked row: P = 0
+          float row_sum = 0.0f;
+#pragma unroll
+          for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              S[nt][2 * h + e] = fast_exp2(S[nt][2 * h + e] - m_ref);
+              row_sum += S[nt][2 * h + e];
+            }
+          }
+          l_i[h] = l_i[h] * alpha + row_sum;
+          m_i[h] = m_new;
+#pragma unroll
+          for (int nd = 0; nd < kD / 8; ++nd) {
+            O[nd][2 * h] *= alpha;
+            O[nd][2 * h + 1] *= alpha;
+          }
+        }
+
+        // O_i += P_ij V_j
+        warp_pv<Tr>(O, S, Vs, c * Tr::kKeyChunk, lane, head_dim, Pw);
+      }
+    }
+    __syncthreads();  // everyone is done with this stage before it is refilled
+  }
+
+  // ---- Epilogue: merge the warps of each row tile, normalise, write.
+  cp_async_wait<0>();
+  __syncthreads();  // pipeline buffers are free: reuse them as the O scratch
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l_i[h] += __shfl_xor_sync(0xffffffffu, l_i[h], 1);
+    l_i[h] += __shfl_xor_sync(0xffffffffu, l_i[h], 2);
+  }
+  if (warp_has_rows) {
+    float* Ow = Os + warp * Tr::kRowTile * Tr::kOStride;  // [16][kOStride]
+    const int g = lane / 4, col = 2 * (lane % 4);
+#pragma unroll
+    for (int nd = 0; nd < kD / 8; ++nd) {
+      *reinterpret_cast<float2*>(Ow + g * Tr::kOStride + nd * 8 + col) =
+          make_float2(O[nd][0], O[nd][1]);
+      *reinterpret_cast<float2*>(Ow + (g + 8) * Tr::kOStride + nd * 8 + col) =
+          make_float2(O[nd][2], O[nd][3]);
+    }
+    if (lane % 4 == 0) {
+      Ms[warp * Tr::kRowTile + g] = m_i[0];
+      Ms[warp * Tr::kRowTile + g + 8] = m_i[1];
+      Ls[warp * Tr::kRowTile + g] = l_i[0];
+      Ls[warp * Tr::kRowTile + g + 8] = l_i[1];
+    }
+  }
+  bad = __syncthreads_or(bad);
+
+  const int vec4 = head_dim / 4;
+  const int64_t total_rows = p.batch * p.heads_q * S_q;
+  for (int i = tid; i < rows * vec4; i += Tr::kThreads) {
+    const int r = i / vec4, d = (i % vec4) * 4;
+    const int tile = r / Tr::kRowTile, lr = r % Tr::kRowTile;
+    float m = -INFINITY;
+    for (int w = tile * warps_n; w < (tile + 1) * warps_n; ++w)
+      m = fmaxf(m, Ms[w * Tr::kRowTile + lr]);
+    float l = 0.0f;
+    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    for (int w = tile * warps_n; w < (tile + 1) * warps_n; ++w) {
+      const float m_w = Ms[w * Tr::kRowTile + lr];
+      const float sc = m_w == -INFINITY ? 0.0f : exp2f(m_w - m);
+      const float4 o_w = ld4(Os + (w * Tr::kRowTile + lr) * Tr::kOStride + d);
+      l += sc * Ls[w * Tr::kRowTile + lr];
+      acc.x += sc * o_w.x;
+      acc.y += sc * o_w.y;
+      acc.z += sc * o_w.z;
+      acc.w += sc * o_w.w;
+    }
+    const float inv_l = l > 0.0f ? 1.0f / l : 0.0f;  // empty row: O = 0
+    float lse = l > 0.0f ? m * kLn2 + logf(l) : -INFINITY;
+    acc = make_float4(acc.x * inv_l, acc.y * inv_l, acc.z * inv_l, acc.w * inv_l);
+    if (bad) {
+      acc = make_float4(NAN, NAN, NAN, NAN);
+      lse = NAN;
+    }
+    const int64_t R = row_begin + r;
+    const int64_t h = hk * group + R / S_q, t = R % S_q;
+    const int64_t row_id = (b * p.heads_q + h) * S_q + t;  // index into (B, H_q, S_q)
+    if (o_part == nullptr) {
+      store4(static_cast<T*>(p.o) + offset(p.o_strides, b, h, t) + d, acc);
+      if (p.lse != nullptr && d == 0) p.lse[row_id] = lse;
+    } else {
+      *reinterpret_cast<float4*>(o_part + (split * total_rows + row_id) * p.head_dim + d) = acc;
+      if (d == 0) lse_part[split * total_rows + row_id] = lse;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Combine: one CTA per query row (b, h, t). O = sum_s w_s O_s with w_s = exp(lse_s - lse).
+//    Threads = (split group) x (float4 column); a NaN lse_s (invalid sequence) poisons the row.
+// ---------------------------------------------------------------------------------------------
+constexpr int kCombineThreads = 128;
+
+template <typename T>
+__global__ void __launch_bounds__(kCombineThreads)
+    decode_combine_kernel(const DecodeParams p, const float* o_part, const float* lse_part,
+                          const int num_splits) {
+  __shared__ float lse_s[kDecodeMaxSplits];
+  __shared__ float red_m[kCombineThreads / 32], red_l[kCombineThreads / 32];
+  __shared__ float4 red_o[kCombineThreads];
+
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int64_t row_id = blockIdx.x;
+  const int64_t total_rows = p.batch * p.heads_q * p.seqlen_q;
+  pdl_wait_primary();  // launched early (PDL): the split kernel's results are visible after this
+
+  // lse = log sum_s exp(lse_s): each split is a state (m = lse_s, l = 1), merged NaN-safely.
+  SoftmaxState st = SoftmaxState::empty();
+  bool bad = false;
+  for (int s = tid; s < num_splits; s += kCombineThreads) {
+    const float x = lse_part[s * total_rows + row_id];
+    lse_s[s] = x;
+    if (isnan(x)) {
+      bad = true;
+    } else {
+      float a, c;
+      st.merge({x, x == -INFINITY ? 0.0f : 1.0f}, &a, &c);
+    }
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) {
+    const SoftmaxState other = {__shfl_xor_sync(0xffffffffu, st.m, off),
+                                __shfl_xor_sync(0xffffffffu, st.l, off)};
+    float a, c;
+    st.merge(other, &a, &c);
+  }
+  if (lane == 0) {
+    red_m[warp] = st.m;
+    red_l[warp] = st.l;
+  }
+  bad = __syncthreads_or(bad);
+  st = SoftmaxState::empty();
+  for (int w = 0; w < kCombineThreads / 32; ++w) {
+    float a, c;
+    st.merge({red_m[w], red_l[w]}, &a, &c);
+  }
+  const float inv_l = st.inv_l();
+
+  // O = sum_s exp(lse_s - m) / l * O_s
+  const int vec4 = int(p.head_dim / 4);
+  const int groups = kCombineThreads / vec4;  // splits handled side by side
+  const int grp = tid / vec4, d4 = tid % vec4;
+  float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  if (grp < groups) {
+    for (int s = grp; s < num_splits; s += groups) {
+      const float x = lse_s[s];
+      if (!(x > -INFINITY)) continue;  // empty split (or NaN): weight 0, O_s never read
+      const float w = expf(x - st.m) * inv_l;
+      const float4 o = ld4(o_part + (s * total_rows + row_id) * p.head_dim + d4 * 4);
+      acc.x += w * o.x;
+      acc.y += w * o.y;
+      acc.z += w * o.z;
+      acc.w += w * o.w;
+    }
+  }
+  red_o[tid] = acc;
+  __syncthreads();
+  if (grp == 0) {
+    for (int g = 1; g < groups; ++g) {
+      const float4 o = red_o[g * vec4 + d4];
+      acc.x += o.x;
+      acc.y += o.y;
+      acc.z += o.z;
+      acc.w += o.w;
+    }
+    if (bad) acc = make_float4(NAN, NAN, NAN, NAN);
+    const int64_t t = row_id % p.seqlen_q;
+    const int64_t h = (row_id / p.seqlen_q) % p.heads_q;
+    const int64_t b = row_id / p.seqlen_q / p.heads_q;
+    store4(static_cast<T*>(p.o) + offset(p.o_strides, b, h, t) + d4 * 4, acc);
+    if (p.lse != nullptr && d4 == 0) p.lse[row_id] = bad ? NAN : st.lse();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host side
+// ---------------------------------------------------------------------------------------------
+template <typename T, int kD, bool kBulk>
+struct Config {
+  using Type = T;
+  using Traits = DecodeTraits<T, kD, kBulk>;
+};
+
+DecodeCopyMode g_copy_mode = DecodeCopyMode::kAuto;
+bool g_allow_pdl = true;
+
+bool device_is_hopper_or_newer() {
+  int device = 0, major = 0;
+  FM_CUDA_CHECK(cudaGetDevice(&device));
+  FM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  return major >= 9;
+}
+
+// The bulk-copy kernels exist for sm_90+ only.
+bool use_bulk_copy(bool hopper) {
+  if (!hopper) return false;
+  return g_copy_mode != DecodeCopyMode::kCpAsync;
+}
+
+// f(Config<T, kD, kBulk>{}) for the dtype, the decode head-dim bucket and the copy path.
+template <class F>
+void dispatch_decode(DType dtype, int64_t head_dim, bool bulk, F&& f) {
+  auto by_dim = [&](auto type_tag) {
+    using T = decltype(type_tag);
+    auto by_copy = [&](auto dim_tag) {
+      constexpr int kD = decltype(dim_tag)::value;
+      if (bulk) return f(Config<T, kD, true>{});
+      return f(Config<T, kD, false>{});
+    };
+    switch (decode_head_dim_bucket(head_dim)) {
+      case 64:
+        return by_copy(std::integral_constant<int, 64>{});
+      case 128:
+        return by_copy(std::integral_constant<int, 128>{});
+      default:
+        return by_copy(std::integral_constant<int, 256>{});
+    }
+  };
+  switch (dtype) {
+    case DType::kFloat32:
+      return by_dim(float{});
+    case DType::kFloat16:
+      return by_dim(__half{});
+    case DType::kBFloat16:
+      return by_dim(__nv_bfloat16{});
+  }
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+struct Layout {
+  int64_t rows;        // query rows per KV head: group * S_q
+  int64_t row_chunks;  // CTAs per (b, h_k) along the rows
+  int64_t rows_cta;    // rows of the largest CTA
+  int64_t total_rows;  // B * H_q * S_q
+};
+
+template <class Tr>
+Layout layout(const DecodeParams& p) {
+  Layout l;
+  l.rows = p.group_size() * p.seqlen_q;
+  l.row_chunks = ceil_div(l.rows, Tr::kMaxRows);
+  l.rows_cta = std::min<int64_t>(l.rows, Tr::kMaxRows);
+  l.total_rows = p.batch * p.heads_q * p.seqlen_q;
+  return l;
+}
+
+}  // namespace
+
+void decode_set_tuning(DecodeCopyMode mode, bool allow_pdl) {
+  g_copy_mode = mode;
+  g_allow_pdl = allow_pdl;
+}
+
+int64_t decode_plan(DecodeParams& p, int num_sms) {
+  int64_t row_chunks = 1, per_sm = 1;
+  const bool bulk = use_bulk_copy(device_is_hopper_or_newer());
+  dispatch_decode(p.dtype, p.head_dim, bulk, [&](auto cfg) {
+    using T = typename decltype(cfg)::Type;
+    using Tr = typename decltype(cfg)::Traits;
+    const Layout l = layout<Tr>(p);
+    row_chunks = l.row_chunks;
+    // Resident CTAs per SM: shared memory (228 KB per SM, 1 KB reserved per CTA) and registers.
+    per_sm = std::clamp<int64_t>((228 * 1024) / (Tr::smem_bytes(l.rows_cta) + 1024), 1, 16);
+    cudaFuncAttributes attr = {};
+    if (cudaFuncGetAttributes(&attr, decode_split_kernel<T, Tr::kHeadDim, Tr::kBulk>) ==
+            cudaSuccess &&
+        attr.numRegs > 0) {
+      const int64_t regs_per_cta = ceil_div(attr.numRegs, 8) * 8 * Tr::kThreads;
+      per_sm = std::clamp<int64_t>(65536 / regs_per_cta, 1, per_sm);
+    }
+  });
+  if (p.num_splits == 0) {
+    // Split the keys only when the (b, h_k, row chunk) CTAs fill less than ~a wave. Then pick
+    // the fewest splits whose last wave is nearly full: efficiency(s) = waves / ceil(waves)
+    // within 95% of the best reachable (measured on H200: one full wave beats two or more,
+    // since every extra split costs a partial-O write and prologue). Splits keep at least
+    // kDecodeMinKeysPerSplit keys of S_max (an upper bound: lengths live on the device).
+    const int64_t ctas = std::max<int64_t>(1, p.batch * p.heads_kv * row_chunks);
+    const int64_t slots = int64_t(std::max(num_sms, 1)) * per_sm;
+    const int64_t max_splits =
+        std::clamp<int64_t>(p.max_seqlen_k / kDecodeMinKeysPerSplit, 1, kDecodeMaxSplits);
+    int64_t splits = 1;
+    if (ctas * 5 < slots * 4) {
+      auto efficiency = [&](int64_t s) {
+        const double waves = double(ctas * s) / double(slots);
+        return waves / std::ceil(waves);
+      };
+      double best = 0.0;
+      for (int64_t s = 1; s <= max_splits; ++s) best = std::max(best, efficiency(s));
+      for (int64_t s = 1; s <= max_splits; ++s) {
+        if (efficiency(s) >= 0.95 * best) {
+          splits = s;
+          break;
+        }
+      }
+    }
+    p.num_splits = splits;
+  }
+  if (p.num_splits <= 1) return 0;
+  const int64_t total_rows = p.batch * p.heads_q * p.seqlen_q;
+  return p.num_splits * total_rows * (p.head_dim + 1) * int64_t(sizeof(float));
+}
+
+void decode(const DecodeParams& p, cudaStream_t stream) {
+  if (p.batch == 0) return;
+  const bool hopper = device_is_hopper_or_newer();
+  dispatch_decode(p.dtype, p.head_dim, use_bulk_copy(hopper), [&](auto cfg) {
+    using T = typename decltype(cfg)::Type;
+    using Tr = typename decltype(cfg)::Traits;
+    const Layout l = layout<Tr>(p);
+
+    // 1. Append first: the attention kernel on the same stream sees the new keys.
+    if (p.k_new != nullptr && p.seqlen_new > 0) {
+      const int64_t total = p.batch * p.heads_kv * p.seqlen_new * (p.head_dim / (16 / sizeof(T)));
+      const int blocks = int(std::min<int64_t>(ceil_div(total, 256), 65536));
+      decode_append_kernel<T><<<blocks, 256, 0, stream>>>(p);
+      FM_CUDA_CHECK(cudaGetLastError());
+    }
+
+    // 2. Split-KV attention.
+    const int64_t splits = std::max<int64_t>(1, p.num_splits);
+    float* o_part = nullptr;
+    float* lse_part = nullptr;
+    if (splits > 1) {
+      o_part = static_cast<float*>(p.workspace);
+      lse_part = o_part + splits * l.total_rows * p.head_dim;
+    }
+    const int64_t smem = Tr::smem_bytes(l.rows_cta);
+    auto* kernel = decode_split_kernel<T, Tr::kHeadDim, Tr::kBulk>;
+    FM_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    const dim3 grid(unsigned(p.batch * p.heads_kv * l.row_chunks), unsigned(splits));
+    kernel<<<grid, Tr::kThreads, smem, stream>>>(p, int(l.row_chunks), o_part, lse_part);
+    FM_CUDA_CHECK(cudaGetLastError());
+
+    // 3. Combine the splits through their lse.
+    if (splits > 1) {
+      // Programmatic dependent launch (sm_90+): the combine is launched while the split kernel's
+      // last wave runs and waits on griddepcontrol.wait, hiding the launch gap.
+      cudaLaunchConfig_t cfg = {};
+      cfg.gridDim = dim3(unsigned(l.total_rows));
+      cfg.blockDim = dim3(kCombineThreads);
+      cfg.dynamicSmemBytes = 0;
+      cfg.stream = stream;
+      cudaLaunchAttribute attr[1];
+      attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      attr[0].val.programmaticStreamSerializationAllowed = 1;
+      cfg.attrs = attr;
+      cfg.numAttrs = (hopper && g_allow_pdl) ? 1 : 0;
+      FM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, decode_combine_kernel<T>, static_cast<DecodeParams>(p),
+                                       static_cast<const float*>(o_part),
+                                       static_cast<const float*>(lse_part), int(splits)));
+      FM_CUDA_CHECK(cudaGetLastError());
+    }
+  });
+}
+
+}  // namespace flashmin::cuda

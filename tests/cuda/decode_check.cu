@@ -1,0 +1,731 @@
+// Standalone GPU check + benchmark of the Flash-Decoding kernels (src/cuda/decode.cu).
+// Build and run (no torch):
+//   nvcc -std=c++17 -O3 --expt-relaxed-constexpr -Iinclude -Isrc -gencode
+//   arch=compute_90a,code=sm_90a \
+//     tests/cuda/decode_check.cu src/cuda/decode.cu src/cuda/cuda_error.cpp -o /tmp/decode_check
+//   /tmp/decode_check          (correctness, then timings; exit code != 0 on any failure)
+//   /tmp/decode_check --no-bench
+//
+// Correctness: float64 host reference on the dtype-rounded inputs; every cache position beyond
+// a sequence's length (and every slot the append must fill) starts as NaN, unused block-table
+// entries are out of range, outputs are poisoned with NaN: reading anything outside [0, L_b)
+// or leaving an output unwritten shows up as a failure.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda/cuda_api.h"
+#include "cuda/decode_traits.h"
+
+using flashmin::DecodeParams;
+using flashmin::DType;
+using flashmin::Strides;
+
+#define CK(x)                                                                            \
+  do {                                                                                   \
+    cudaError_t e_ = (x);                                                                \
+    if (e_ != cudaSuccess) {                                                             \
+      std::fprintf(stderr, "CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, \
+                   __LINE__);                                                            \
+      std::exit(2);                                                                      \
+    }                                                                                    \
+  } while (0)
+
+namespace {
+
+int esize(DType t) { return t == DType::kFloat32 ? 4 : 2; }
+const char* dname(DType t) {
+  return t == DType::kFloat32 ? "f32" : t == DType::kFloat16 ? "f16" : "bf16";
+}
+
+float round_to(DType t, float x) {
+  if (t == DType::kFloat16) return __half2float(__float2half(x));
+  if (t == DType::kBFloat16) return __bfloat162float(__float2bfloat16(x));
+  return x;
+}
+void put(DType t, std::vector<uint8_t>& buf, int64_t i, float x) {
+  if (t == DType::kFloat32) {
+    std::memcpy(&buf[i * 4], &x, 4);
+  } else if (t == DType::kFloat16) {
+    __half h = __float2half(x);
+    std::memcpy(&buf[i * 2], &h, 2);
+  } else {
+    __nv_bfloat16 h = __float2bfloat16(x);
+    std::memcpy(&buf[i * 2], &h, 2);
+  }
+}
+float get(DType t, const std::vector<uint8_t>& buf, int64_t i) {
+  if (t == DType::kFloat32) {
+    float x;
+    std::memcpy(&x, &buf[i * 4], 4);
+    return x;
+  } else if (t == DType::kFloat16) {
+    __half h;
+    std::memcpy(&h, &buf[i * 2], 2);
+    return __half2float(h);
+  } else {
+    __nv_bfloat16 h;
+    std::memcpy(&h, &buf[i * 2], 2);
+    return __bfloat162float(h);
+  }
+}
+
+struct DevBuf {
+  void* p = nullptr;
+  size_t n = 0;
+  explicit DevBuf(size_t bytes) : n(bytes) {
+    if (bytes) CK(cudaMalloc(&p, bytes));
+  }
+  ~DevBuf() {
+    if (p) cudaFree(p);
+  }
+  DevBuf(const DevBuf&) = delete;
+  DevBuf& operator=(const DevBuf&) = delete;
+};
+
+struct Case {
+  std::string name;
+  DType dt = DType::kBFloat16;
+  int B = 2, Hq = 8, Hk = 2, Sq = 1, D = 128;
+  int S_max = 300;           // cache capacity per sequence (paged: rounded up to pages)
+  std::vector<int> seqlens;  // cached tokens per batch; empty: nullptr (every sequence S_max)
+  int S_new = 0;             // append k_new / v_new
+  bool paged = false;
+  int page_size = 16;
+  bool q_bshd = false;      // q and o as (B, S, H, D) memory viewed as (B, H, S, D)
+  bool cache_bshd = false;  // cache as (B|pages, S, H_k, D)
+  bool with_lse = true;
+  std::vector<int> splits = {0};
+  int bad_page_batch = -1;  // corrupt the first block-table entry of this sequence
+  float scale_mul = 1.0f;
+};
+
+struct Result {
+  bool ok = true;
+  std::vector<float> o;  // logical (B, Hq, Sq, D) of the last split count run
+};
+
+double tol_o(DType t) { return t == DType::kFloat32 ? 1e-4 : t == DType::kFloat16 ? 2e-3 : 1.2e-2; }
+double tol_lse(DType t) { return t == DType::kFloat32 ? 1e-4 : 2e-3; }
+
+int g_failures = 0;
+int g_cases = 0;
+
+Result run_case(const Case& c) {
+  Result res;
+  const DType dt = c.dt;
+  const int es = esize(dt);
+  const int B = c.B, Hq = c.Hq, Hk = c.Hk, Sq = c.Sq, D = c.D, G = Hq / Hk;
+  const int ps = c.page_size;
+  const int pages_per_seq = c.paged ? (c.S_max + ps - 1) / ps : 0;
+  const int cap = c.paged ? pages_per_seq * ps : c.S_max;
+  std::mt19937 rng(1234 + B * 7 + Hq * 13 + D * 17 + Sq * 19 + cap);
+  std::uniform_real_distribution<float> U(-1.0f, 1.0f);
+
+  std::vector<int> cached(B);
+  for (int b = 0; b < B; ++b) cached[b] = c.seqlens.empty() ? cap : c.seqlens[b];
+  auto valid = [&](int b) { return cached[b] >= 0 && int64_t(cached[b]) + c.S_new <= cap; };
+
+  // ---- logical inputs (rounded to dtype)
+  std::vector<float> q(size_t(B) * Hq * Sq * D), kl(size_t(B) * Hk * cap * D),
+      vl(size_t(B) * Hk * cap * D), kn(size_t(B) * Hk * std::max(c.S_new, 1) * D),
+      vn(size_t(B) * Hk * std::max(c.S_new, 1) * D);
+  for (auto& x : q) x = round_to(dt, 2.0f * U(rng));
+  for (auto& x : kl) x = round_to(dt, U(rng));
+  for (auto& x : vl) x = round_to(dt, U(rng));
+  for (auto& x : kn) x = round_to(dt, U(rng));
+  for (auto& x : vn) x = round_to(dt, U(rng));
+  const float scale = c.scale_mul / std::sqrt(float(D));
+
+  // ---- device layouts
+  DecodeParams p;
+  p.dtype = dt;
+  p.batch = B;
+  p.heads_q = Hq;
+  p.heads_kv = Hk;
+  p.seqlen_q = Sq;
+  p.head_dim = D;
+  p.scale = scale;
+  p.max_seqlen_k = cap;
+  p.q_strides = c.q_bshd ? Strides{int64_t(Sq) * Hq * D, D, int64_t(Hq) * D}
+                         : Strides{int64_t(Hq) * Sq * D, int64_t(Sq) * D, D};
+  p.o_strides = p.q_strides;
+  const int64_t slots = c.paged ? int64_t(B) * pages_per_seq + 5 : B;
+  const int64_t slot_len = c.paged ? ps : cap;
+  p.k_cache_strides = c.cache_bshd ? Strides{slot_len * Hk * D, D, int64_t(Hk) * D}
+                                   : Strides{int64_t(Hk) * slot_len * D, slot_len * D, D};
+  p.v_cache_strides = p.k_cache_strides;
+  const int64_t cache_elems = slots * slot_len * Hk * D;
+
+  // block table: pages of sequence b from a random permutation; entries past the pages a
+  // sequence uses are out of range (the kernels must never read them).
+  const int bt_stride = pages_per_seq + 3;
+  std::vector<int32_t> bt;
+  if (c.paged) {
+    std::vector<int32_t> perm(slots);
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    bt.assign(size_t(B) * bt_stride, 1 << 30);
+    for (int b = 0; b < B; ++b) {
+      const int64_t L = valid(b) ? int64_t(cached[b]) + c.S_new : cap;
+      const int64_t used = (L + ps - 1) / ps;
+      for (int j = 0; j < used; ++j)
+        bt[size_t(b) * bt_stride + j] = perm[size_t(b) * pages_per_seq + j];
+    }
+    if (c.bad_page_batch >= 0) bt[size_t(c.bad_page_batch) * bt_stride] = -5;
+  }
+  auto phys = [&](int b, int hk, int64_t pos, int d) -> int64_t {
+    const Strides& s = p.k_cache_strides;
+    if (!c.paged) return b * s.batch + hk * s.head + pos * s.seq + d;
+    const int32_t page = bt[size_t(b) * bt_stride + pos / ps];
+    return page * s.batch + hk * s.head + (pos % ps) * s.seq + d;
+  };
+  auto page_ok = [&](int b, int64_t pos) {
+    if (!c.paged) return true;
+    const int32_t page = bt[size_t(b) * bt_stride + pos / ps];
+    return page >= 0 && page < slots;
+  };
+
+  // cache memory: NaN everywhere, then the cached prefix of each valid sequence.
+  std::vector<uint8_t> hk_c(cache_elems * es), hv_c(cache_elems * es);
+  for (int64_t i = 0; i < cache_elems; ++i) {
+    put(dt, hk_c, i, NAN);
+    put(dt, hv_c, i, NAN);
+  }
+  for (int b = 0; b < B; ++b) {
+    if (!valid(b)) continue;
+    for (int hk = 0; hk < Hk; ++hk)
+      for (int64_t j = 0; j < cached[b]; ++j) {
+        if (!page_ok(b, j)) continue;
+        for (int d = 0; d < D; ++d) {
+          const size_t li = ((size_t(b) * Hk + hk) * cap + j) * D + d;
+          put(dt, hk_c, phys(b, hk, j, d), kl[li]);
+          put(dt, hv_c, phys(b, hk, j, d), vl[li]);
+        }
+      }
+  }
+  std::vector<uint8_t> hq(size_t(B) * Hq * Sq * D * es);
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < Hq; ++h)
+      for (int t = 0; t < Sq; ++t)
+        for (int d = 0; d < D; ++d)
+          put(dt, hq, b * p.q_strides.batch + h * p.q_strides.head + t * p.q_strides.seq + d,
+              q[((size_t(b) * Hq + h) * Sq + t) * D + d]);
+  std::vector<uint8_t> hkn(kn.size() * es), hvn(vn.size() * es);
+  for (size_t i = 0; i < kn.size(); ++i) {
+    put(dt, hkn, i, kn[i]);
+    put(dt, hvn, i, vn[i]);
+  }
+
+  DevBuf dq(hq.size()), dk(hk_c.size()), dv(hv_c.size()), dkn(hkn.size()), dvn(hvn.size()),
+      dout(hq.size()), dlse(size_t(B) * Hq * Sq * 4), dseq(B * 4), dbt(bt.size() * 4 + 4);
+  CK(cudaMemcpy(dq.p, hq.data(), hq.size(), cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dk.p, hk_c.data(), hk_c.size(), cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dv.p, hv_c.data(), hv_c.size(), cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dkn.p, hkn.data(), hkn.size(), cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dvn.p, hvn.data(), hvn.size(), cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dseq.p, cached.data(), B * 4, cudaMemcpyHostToDevice));
+  if (c.paged) CK(cudaMemcpy(dbt.p, bt.data(), bt.size() * 4, cudaMemcpyHostToDevice));
+
+  p.q = dq.p;
+  p.k_cache = dk.p;
+  p.v_cache = dv.p;
+  p.cache_seqlens = c.seqlens.empty() ? nullptr : static_cast<int32_t*>(dseq.p);
+  if (c.paged) {
+    p.block_table = static_cast<int32_t*>(dbt.p);
+    p.block_table_stride = bt_stride;
+    p.max_pages_per_seq = pages_per_seq;
+    p.num_pages = slots;
+    p.page_size = ps;
+  }
+  if (c.S_new > 0) {
+    p.k_new = dkn.p;
+    p.v_new = dvn.p;
+    p.k_new_strides = Strides{int64_t(Hk) * c.S_new * D, int64_t(c.S_new) * D, D};
+    p.v_new_strides = p.k_new_strides;
+    p.seqlen_new = c.S_new;
+  }
+  p.o = dout.p;
+  p.lse = c.with_lse ? static_cast<float*>(dlse.p) : nullptr;
+
+  // ---- float64 reference
+  std::vector<double> ro(size_t(B) * Hq * Sq * D, 0.0), rl(size_t(B) * Hq * Sq, -INFINITY);
+  for (int b = 0; b < B; ++b) {
+    if (!valid(b)) continue;
+    const int64_t L = int64_t(cached[b]) + c.S_new;
+    for (int h = 0; h < Hq; ++h) {
+      const int hk = h / G;
+      auto key = [&](int64_t j, int d, bool is_v) -> double {
+        if (j < cached[b]) return (is_v ? vl : kl)[((size_t(b) * Hk + hk) * cap + j) * D + d];
+        return (is_v ? vn : kn)[((size_t(b) * Hk + hk) * c.S_new + (j - cached[b])) * D + d];
+      };
+      for (int t = 0; t < Sq; ++t) {
+        const int64_t limit = L - Sq + t;  // keys 0..limit
+        if (limit < 0) continue;
+        std::vector<double> s(limit + 1);
+        double mx = -INFINITY;
+        for (int64_t j = 0; j <= limit; ++j) {
+          double acc = 0;
+          for (int d = 0; d < D; ++d)
+            acc += double(q[((size_t(b) * Hq + h) * Sq + t) * D + d]) * key(j, d, false);
+          s[j] = acc * scale;
+          mx = std::max(mx, s[j]);
+        }
+        double sum = 0;
+        for (auto& x : s) sum += (x = std::exp(x - mx));
+        double* o = &ro[((size_t(b) * Hq + h) * Sq + t) * D];
+        for (int64_t j = 0; j <= limit; ++j)
+          for (int d = 0; d < D; ++d) o[d] += s[j] / sum * key(j, d, true);
+        rl[(size_t(b) * Hq + h) * Sq + t] = mx + std::log(sum);
+      }
+    }
+  }
+
+  int device = 0, sms = 0;
+  CK(cudaGetDevice(&device));
+  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+
+  std::vector<float> first_o;
+  for (int splits : c.splits) {
+    ++g_cases;
+    DecodeParams pp = p;
+    pp.num_splits = splits;
+    const int64_t ws = flashmin::cuda::decode_plan(pp, sms);
+    DevBuf dws{size_t(ws)};
+    CK(cudaMemset(dws.p, 0xFF, ws));  // garbage (NaN) workspace
+    pp.workspace = dws.p;
+    pp.workspace_bytes = ws;
+    CK(cudaMemset(dout.p, 0xFF, dout.n));  // NaN in every dtype
+    CK(cudaMemset(dlse.p, 0xFF, dlse.n));
+    flashmin::cuda::decode(pp, nullptr);
+    CK(cudaDeviceSynchronize());
+
+    std::vector<uint8_t> ho(dout.n);
+    std::vector<float> hl(size_t(B) * Hq * Sq);
+    CK(cudaMemcpy(ho.data(), dout.p, dout.n, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(hl.data(), dlse.p, dlse.n, cudaMemcpyDeviceToHost));
+    std::vector<float> o_log(ro.size());
+    double err_o = 0, err_l = 0, diff_first = 0;
+    int nan_bad = 0;
+    for (int b = 0; b < B; ++b)
+      for (int h = 0; h < Hq; ++h)
+        for (int t = 0; t < Sq; ++t) {
+          const size_t r = (size_t(b) * Hq + h) * Sq + t;
+          for (int d = 0; d < D; ++d) {
+            const float x =
+                get(dt, ho, b * p.o_strides.batch + h * p.o_strides.head + t * p.o_strides.seq + d);
+            o_log[r * D + d] = x;
+            if (!valid(b) || b == c.bad_page_batch) {
+              nan_bad += !std::isnan(x);
+            } else if (!std::isfinite(x)) {
+              nan_bad++;
+            } else {
+              err_o = std::max(err_o, std::fabs(double(x) - ro[r * D + d]));
+              if (!first_o.empty())
+                diff_first = std::max(diff_first, std::fabs(double(x) - first_o[r * D + d]));
+            }
+          }
+          if (c.with_lse) {
+            const float l = hl[r];
+            if (!valid(b) || b == c.bad_page_batch) {
+              nan_bad += !std::isnan(l);
+            } else if (std::isinf(rl[r])) {
+              nan_bad += !(std::isinf(l) && l < 0);
+            } else if (!std::isfinite(l)) {
+              nan_bad++;
+            } else {
+              err_l = std::max(err_l, std::fabs(double(l) - rl[r]));
+            }
+          }
+        }
+    // appended keys landed in the cache
+    int append_bad = 0;
+    if (c.S_new > 0) {
+      std::vector<uint8_t> ck(hk_c.size()), cv(hv_c.size());
+      CK(cudaMemcpy(ck.data(), dk.p, ck.size(), cudaMemcpyDeviceToHost));
+      CK(cudaMemcpy(cv.data(), dv.p, cv.size(), cudaMemcpyDeviceToHost));
+      for (int b = 0; b < B; ++b) {
+        if (!valid(b)) continue;
+        for (int hk = 0; hk < Hk; ++hk)
+          for (int j = 0; j < c.S_new; ++j) {
+            if (!page_ok(b, cached[b] + j)) continue;
+            for (int d = 0; d < D; ++d) {
+              const size_t ni = ((size_t(b) * Hk + hk) * c.S_new + j) * D + d;
+              append_bad += get(dt, ck, phys(b, hk, cached[b] + j, d)) != kn[ni];
+              append_bad += get(dt, cv, phys(b, hk, cached[b] + j, d)) != vn[ni];
+            }
+          }
+      }
+    }
+    const bool ok = err_o <= tol_o(dt) && err_l <= tol_lse(dt) && nan_bad == 0 && append_bad == 0 &&
+                    diff_first <= tol_o(dt);
+    std::printf(
+        "%s %-44s %-4s splits=%-3d(used %3lld) max|dO|=%.2e max|dlse|=%.2e split-diff=%.2e "
+        "nan/unwritten=%d append_bad=%d\n",
+        ok ? "PASS" : "FAIL", c.name.c_str(), dname(dt), splits, (long long)pp.num_splits, err_o,
+        err_l, diff_first, nan_bad, append_bad);
+    if (!ok) {
+      ++g_failures;
+      res.ok = false;
+    }
+    if (first_o.empty()) first_o = o_log;
+    res.o = o_log;
+  }
+  return res;
+}
+
+void compare(const char* what, const Result& a, const Result& b, DType dt) {
+  ++g_cases;
+  double diff = 0;
+  bool nan_mismatch = false;
+  for (size_t i = 0; i < a.o.size(); ++i) {
+    if (std::isnan(a.o[i]) != std::isnan(b.o[i])) nan_mismatch = true;
+    if (!std::isnan(a.o[i]) && !std::isnan(b.o[i]))
+      diff = std::max(diff, double(std::fabs(a.o[i] - b.o[i])));
+  }
+  const bool ok = diff <= tol_o(dt) && !nan_mismatch && a.o.size() == b.o.size();
+  std::printf("%s %-44s max diff=%.2e\n", ok ? "PASS" : "FAIL", what, diff);
+  if (!ok) ++g_failures;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Benchmark
+// ---------------------------------------------------------------------------------------------
+__global__ void fill_random(__nv_bfloat16* x, int64_t n, uint32_t seed) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    uint32_t h = uint32_t(i) * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    x[i] = __float2bfloat16(float(h & 0xffff) / 32768.0f - 1.0f);
+  }
+}
+
+float median(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+template <class F>
+float time_ms(F&& f, int reps = 30) {
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  for (int i = 0; i < 3; ++i) f();
+  std::vector<float> ts;
+  for (int i = 0; i < reps; ++i) {
+    CK(cudaEventRecord(a));
+    f();
+    CK(cudaEventRecord(b));
+    CK(cudaEventSynchronize(b));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    ts.push_back(ms);
+  }
+  CK(cudaEventDestroy(a));
+  CK(cudaEventDestroy(b));
+  return median(ts);
+}
+
+double g_copy_gbs = 0;
+const char* g_mode = "";
+
+void bench_copy() {
+  const size_t bytes = size_t(4) << 30;
+  DevBuf a(bytes), b(bytes);
+  CK(cudaMemset(a.p, 1, bytes));
+  const float ms =
+      time_ms([&] { CK(cudaMemcpyAsync(b.p, a.p, bytes, cudaMemcpyDeviceToDevice)); }, 10);
+  g_copy_gbs = 2.0 * bytes / (ms * 1e-3) / 1e9;
+  std::printf("BENCH copy 4 GiB D2D: %.3f ms -> %.1f GB/s (read + write)\n", ms, g_copy_gbs);
+}
+
+void bench(int B, int L, int splits, int page_size, int Sq = 1) {
+  const int Hq = 32, Hk = 8, D = 128;
+  const int64_t kv_elems = int64_t(B) * Hk * L * D;
+  DevBuf q(size_t(B) * Hq * Sq * D * 2), k(kv_elems * 2), v(kv_elems * 2),
+      o(size_t(B) * Hq * Sq * D * 2), lse(size_t(B) * Hq * Sq * 4), seq(B * 4);
+  fill_random<<<1024, 256>>>(static_cast<__nv_bfloat16*>(q.p), int64_t(B) * Hq * Sq * D, 1);
+  fill_random<<<4096, 256>>>(static_cast<__nv_bfloat16*>(k.p), kv_elems, 2);
+  fill_random<<<4096, 256>>>(static_cast<__nv_bfloat16*>(v.p), kv_elems, 3);
+  std::vector<int32_t> hs(B, L);
+  CK(cudaMemcpy(seq.p, hs.data(), B * 4, cudaMemcpyHostToDevice));
+  DecodeParams p;
+  p.dtype = DType::kBFloat16;
+  p.batch = B;
+  p.heads_q = Hq;
+  p.heads_kv = Hk;
+  p.seqlen_q = Sq;
+  p.head_dim = D;
+  p.scale = 1.0f / std::sqrt(float(D));
+  p.q = q.p;
+  p.o = o.p;
+  p.lse = static_cast<float*>(lse.p);
+  p.q_strides = p.o_strides = Strides{int64_t(Hq) * Sq * D, int64_t(Sq) * D, D};
+  p.k_cache = k.p;
+  p.v_cache = v.p;
+  p.cache_seqlens = static_cast<int32_t*>(seq.p);
+  std::vector<int32_t> bt;
+  DevBuf dbt(page_size ? size_t(B) * (L / page_size) * 4 : 4);
+  if (page_size) {
+    const int pps = L / page_size;
+    const int64_t pages = int64_t(B) * pps;
+    std::vector<int32_t> perm(pages);
+    std::iota(perm.begin(), perm.end(), 0);
+    std::mt19937 rng(5);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    CK(cudaMemcpy(dbt.p, perm.data(), pages * 4, cudaMemcpyHostToDevice));
+    p.block_table = static_cast<int32_t*>(dbt.p);
+    p.block_table_stride = pps;
+    p.max_pages_per_seq = pps;
+    p.num_pages = pages;
+    p.page_size = page_size;
+    p.k_cache_strides = p.v_cache_strides =
+        Strides{int64_t(Hk) * page_size * D, int64_t(page_size) * D, D};
+  } else {
+    p.k_cache_strides = p.v_cache_strides = Strides{int64_t(Hk) * L * D, int64_t(L) * D, D};
+  }
+  p.max_seqlen_k = L;
+  p.num_splits = splits;
+  int sms;
+  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  const int64_t ws = flashmin::cuda::decode_plan(p, sms);
+  DevBuf dws{size_t(ws)};
+  p.workspace = dws.p;
+  p.workspace_bytes = ws;
+  const float ms = time_ms([&] { flashmin::cuda::decode(p, nullptr); }, 50);
+  CK(cudaDeviceSynchronize());
+  const double bytes = 2.0 * kv_elems * 2;
+  const double gbs = bytes / (ms * 1e-3) / 1e9;
+  std::printf(
+      "BENCH %-11s B=%-3d L=%-6d Sq=%d Hq=32 Hk=8 D=128 bf16 %-10s splits=%-3lld time=%8.1f us  "
+      "K+V "
+      "%7.1f GB/s  %5.1f%% of copy\n",
+      g_mode, B, L, Sq, page_size ? ("paged" + std::to_string(page_size)).c_str() : "contiguous",
+      (long long)p.num_splits, ms * 1e3, gbs, 100.0 * gbs / g_copy_gbs);
+}
+
+}  // namespace
+
+void correctness_suite() {
+  const DType all[3] = {DType::kFloat32, DType::kFloat16, DType::kBFloat16};
+
+  // 1. Split-count invariance, mixed lengths incl. empty and full, every dtype.
+  for (DType dt : all) {
+    Case c;
+    c.name = "mixed lengths 0,1,17,1000,Smax G4 Sq1 D128";
+    c.dt = dt;
+    c.B = 5;
+    c.Hq = 8;
+    c.Hk = 2;
+    c.S_max = 1100;
+    c.seqlens = {0, 1, 17, 1000, 1100};
+    c.splits = {1, 2, 3, 7, 32, 0};
+    run_case(c);
+  }
+  // 2. GQA ratios x S_q.
+  for (int G : {1, 2, 4, 8, 16})
+    for (int Sq : {1, 4, 16}) {
+      Case c;
+      c.name = "GQA " + std::to_string(G) + " Sq" + std::to_string(Sq) + " lens 97,239";
+      c.Hk = 2;
+      c.Hq = 2 * G;
+      c.Sq = Sq;
+      c.S_max = 256;
+      c.seqlens = {97, 239};
+      c.splits = {1, 3, 0};
+      c.scale_mul = 2.0f;
+      run_case(c);
+    }
+  // 3. Head dims x dtypes (S_q = 4, causal tail matters).
+  for (DType dt : all)
+    for (int D : {64, 72, 128, 256, 32, 160}) {
+      Case c;
+      c.name = "head_dim " + std::to_string(D) + " G4 Sq4 lens 113,500";
+      c.dt = dt;
+      c.D = D;
+      c.Sq = 4;
+      c.S_max = 512;
+      c.seqlens = {113, 500};
+      c.splits = {1, 7};
+      run_case(c);
+    }
+  // 4. Paged vs contiguous (same logical data: same seed, same capacity).
+  for (DType dt : {DType::kFloat32, DType::kBFloat16})
+    for (int ps : {16, 64, 256}) {
+      Case c;
+      c.dt = dt;
+      c.B = 4;
+      c.S_max = 1024;
+      c.seqlens = {0, 17, 1000, 1024};
+      c.Sq = 2;
+      c.splits = {5};
+      c.name = "contiguous (ref for paged " + std::to_string(ps) + ")";
+      const Result a = run_case(c);
+      c.paged = true;
+      c.page_size = ps;
+      c.name = "paged " + std::to_string(ps);
+      const Result b = run_case(c);
+      compare(("paged " + std::to_string(ps) + " == contiguous " + dname(dt)).c_str(), a, b, dt);
+    }
+  // 5. Append path, contiguous and paged, every dtype.
+  for (DType dt : all)
+    for (bool paged : {false, true})
+      for (int S_new : {1, 5}) {
+        Case c;
+        c.dt = dt;
+        c.B = 3;
+        c.Hq = 16;
+        c.Hk = 2;
+        c.Sq = std::min(S_new, 4);
+        c.S_new = S_new;
+        c.S_max = 512;
+        c.seqlens = {0, 17, 300};
+        c.paged = paged;
+        c.page_size = 32;
+        c.splits = {1, 7, 0};
+        c.name = std::string("append S_new=") + std::to_string(S_new) +
+                 (paged ? " paged32" : " contiguous");
+        run_case(c);
+      }
+  // 6. Strided layouts (B, S, H, D) for q/o and the cache; lse not requested.
+  for (bool paged : {false, true}) {
+    Case c;
+    c.B = 3;
+    c.Hq = 16;  // G = 16, S_q = 3: 48 rows = 3 row tiles
+    c.Hk = 1;
+    c.Sq = 3;
+    c.S_max = 700;
+    c.seqlens = {700, 1, 333};
+    c.q_bshd = c.cache_bshd = true;
+    c.paged = paged;
+    c.page_size = 64;
+    c.with_lse = false;
+    c.S_new = 2;
+    c.seqlens = {698, 1, 333};
+    c.splits = {1, 4, 0};
+    c.name = std::string("BSHD strides, append, no lse") + (paged ? " paged64" : "");
+    run_case(c);
+  }
+  // 7. Invalid device data -> NaN for that sequence only.
+  for (bool paged : {false, true}) {
+    Case c;
+    c.B = 5;
+    c.S_max = 256;
+    c.seqlens = {-1, 50, 257, 30, 255};  // 255 + S_new 2 > 256: invalid too
+    c.S_new = 2;
+    c.Sq = 2;
+    c.paged = paged;
+    c.page_size = 16;
+    c.splits = {1, 3};
+    c.name = std::string("invalid lengths -> NaN") + (paged ? " paged" : "");
+    run_case(c);
+  }
+  {
+    Case c;
+    c.B = 3;
+    c.S_max = 256;
+    c.seqlens = {100, 200, 30};
+    c.paged = true;
+    c.page_size = 16;
+    c.bad_page_batch = 1;
+    c.splits = {1, 4};
+    c.name = "invalid page index -> NaN";
+    run_case(c);
+  }
+  // 8. seqlens == nullptr (every sequence S_max), long sequence with heuristic split.
+  {
+    Case c;
+    c.B = 2;
+    c.Hq = 32;
+    c.Hk = 8;
+    c.S_max = 333;
+    c.splits = {1, 0};
+    c.name = "seqlens=nullptr";
+    run_case(c);
+    Case d;
+    d.B = 1;
+    d.Hq = 32;
+    d.Hk = 8;
+    d.S_max = 20000;
+    d.seqlens = {19999};
+    d.S_new = 1;
+    d.splits = {0, 256};
+    d.name = "long 20000 heuristic + 256 splits";
+    run_case(d);
+  }
+}
+
+int main(int argc, char** argv) {
+  using flashmin::cuda::DecodeCopyMode;
+  const bool do_bench = !(argc > 1 && std::strcmp(argv[1], "--no-bench") == 0);
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s, %d SMs, cc %d.%d\n", prop.name, prop.multiProcessorCount, prop.major,
+              prop.minor);
+  const bool hopper = prop.major >= 9;
+
+  // Correctness of both copy paths (the bulk path exists on sm_90+ only).
+  flashmin::cuda::decode_set_tuning(DecodeCopyMode::kCpAsync, true);
+  std::printf("=== copy path: cp.async\n");
+  correctness_suite();
+  const int fail_cp = g_failures;
+  if (hopper) {
+    flashmin::cuda::decode_set_tuning(DecodeCopyMode::kBulk, true);
+    std::printf("=== copy path: bulk (sm_90 copy engine + mbarrier)\n");
+    correctness_suite();
+  }
+  std::printf("correctness: %d checks, %d failures (cp.async %d, bulk %d)\n", g_cases, g_failures,
+              fail_cp, g_failures - fail_cp);
+
+  if (do_bench) {
+    bench_copy();
+    for (int mode = 0; mode < (hopper ? 2 : 1); ++mode) {
+      const bool bulk = mode == 1;
+      flashmin::cuda::decode_set_tuning(bulk ? DecodeCopyMode::kBulk : DecodeCopyMode::kCpAsync,
+                                        true);
+      g_mode = bulk ? "bulk" : "cp.async";
+      bench(1, 65536, 0, 0);
+      if (bulk) {
+        for (int s : {16, 24, 32, 48, 64, 96, 128}) bench(1, 65536, s, 0);
+        bench(1, 65536, 0, 256);
+      }
+      bench(8, 8192, 0, 0);
+      if (bulk) {
+        for (int s : {4, 6, 12, 16}) bench(8, 8192, s, 0);
+        bench(8, 8192, 0, 256);
+        bench(8, 8192, 0, 16);
+      }
+      bench(64, 1024, 0, 0);
+      bench(64, 1024, 1, 0);
+      bench(64, 2048, 0, 0);
+      bench(64, 4096, 0, 0);
+      bench(64, 4096, 1, 0);
+      bench(32, 8192, 0, 0);
+      bench(32, 8192, 1, 0);
+      if (bulk) {
+        bench(32, 8192, 0, 16);
+        bench(32, 8192, 0, 256);
+        bench(32, 8192, 0, 0, 4);
+        bench(32, 8192, 0, 0, 16);
+      }
+    }
+    flashmin::cuda::decode_set_tuning(DecodeCopyMode::kBulk, false);
+    g_mode = "bulk,no-PDL";
+    bench(1, 65536, 0, 0);
+    bench(8, 8192, 0, 0);
+    bench(64, 1024, 0, 0);
+  }
+  return g_failures == 0 ? 0 : 1;
+}
