@@ -2,10 +2,12 @@
 decode shapes (H_q=32, H_k=8, D=128, bf16, S_q=1), plus the device-to-device copy bandwidth of a
 4 GB tensor (bytes read + written / time). Run on the GPU next to the C++ benchmark."""
 
+import functools
+
 import torch
+import torch.nn.functional as F
 import triton.testing
 from torch.nn.attention import SDPBackend, sdpa_kernel
-import torch.nn.functional as F
 
 
 def bench(fn):
@@ -17,15 +19,18 @@ def main():
     print("device:", torch.cuda.get_device_name(), "torch", torch.__version__)
     x = torch.empty(2 * 1024**3, dtype=torch.bfloat16, device=dev)  # 4 GB
     y = torch.empty_like(x)
-    ms = bench(lambda: y.copy_(x))
+    ms = bench(functools.partial(y.copy_, x))
     copy_gbs = 2 * x.numel() * 2 / (ms * 1e-3) / 1e9
     print(f"SDPA-BENCH torch copy 4 GB: {ms:.3f} ms -> {copy_gbs:.1f} GB/s (read + write)")
     del x, y
     torch.cuda.empty_cache()
 
     hq, hk, d = 32, 8, 128
-    backends = [("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION),
-                ("efficient", SDPBackend.EFFICIENT_ATTENTION)]
+    backends = [
+        ("flash", SDPBackend.FLASH_ATTENTION),
+        ("cudnn", SDPBackend.CUDNN_ATTENTION),
+        ("efficient", SDPBackend.EFFICIENT_ATTENTION),
+    ]
     for b, L in [(1, 65536), (8, 8192), (64, 1024), (64, 2048), (64, 4096), (32, 8192)]:
         q = torch.randn(b, hq, 1, d, device=dev, dtype=torch.bfloat16)
         k = torch.randn(b, hk, L, d, device=dev, dtype=torch.bfloat16)
@@ -35,7 +40,7 @@ def main():
             mode = "enable_gqa"
             try:
                 with sdpa_kernel(be):
-                    fn = lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+                    fn = functools.partial(F.scaled_dot_product_attention, q, k, v, enable_gqa=True)
                     fn()
                     ms = bench(fn)
             except Exception as e1:  # backend without GQA support: repeat K/V heads
@@ -44,18 +49,22 @@ def main():
                     kr = k.repeat_interleave(hq // hk, dim=1)
                     vr = v.repeat_interleave(hq // hk, dim=1)
                     with sdpa_kernel(be):
-                        fn = lambda: F.scaled_dot_product_attention(q, kr, vr)
+                        fn = functools.partial(F.scaled_dot_product_attention, q, kr, vr)
                         fn()
                         ms = bench(fn)
                     del kr, vr
                 except Exception as e2:
-                    print(f"SDPA-BENCH B={b:<3d} L={L:<6d} {name:9s} unavailable: "
-                          f"{str(e1).splitlines()[0][:80]} / {str(e2).splitlines()[0][:80]}")
+                    print(
+                        f"SDPA-BENCH B={b:<3d} L={L:<6d} {name:9s} unavailable: "
+                        f"{str(e1).splitlines()[0][:80]} / {str(e2).splitlines()[0][:80]}"
+                    )
                     torch.cuda.empty_cache()
                     continue
             gbs = kv_bytes / (ms * 1e-3) / 1e9
-            print(f"SDPA-BENCH B={b:<3d} L={L:<6d} {name:9s} ({mode:10s}) time={ms*1e3:8.1f} us  "
-                  f"K+V {gbs:7.1f} GB/s  {100*gbs/copy_gbs:5.1f}% of copy")
+            print(
+                f"SDPA-BENCH B={b:<3d} L={L:<6d} {name:9s} ({mode:10s}) time={ms * 1e3:8.1f} us  "
+                f"K+V {gbs:7.1f} GB/s  {100 * gbs / copy_gbs:5.1f}% of copy"
+            )
             torch.cuda.empty_cache()
         del q, k, v
         torch.cuda.empty_cache()
