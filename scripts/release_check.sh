@@ -22,7 +22,7 @@
 #   RC_WORK               scratch dir (default build/release_check)
 # Exits non-zero if any check fails; a summary is printed at the end.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 root=$PWD
 work=${RC_WORK:-$root/build/release_check}
 logs=$work/logs
@@ -242,7 +242,7 @@ step "actionlint ($linter)"
 if [ -x "$tools/bin/actionlint" ]; then
   if "$tools/bin/actionlint" .github/workflows/*.yml >"$logs/actionlint.log" 2>&1; then
     pass "actionlint ($linter $("$tools/bin/actionlint" -version | head -1)):" \
-      "$(ls .github/workflows/*.yml | tr '\n' ' ')"
+      .github/workflows/*.yml
   else
     cat "$logs/actionlint.log"
     fail "actionlint"
