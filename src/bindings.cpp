@@ -124,6 +124,15 @@ PYBIND11_MODULE(_C, m) {
         "Resolve params.num_splits (0 = heuristic) and return the workspace bytes decode needs.");
   m.def("decode", &decode, py::arg("params"), py::arg("device"), py::arg("stream"), release);
 
+  m.def(
+      "simt_fwd_tile_sizes",
+      [](int64_t head_dim) -> py::object {
+        int br = 0, bc = 0;
+        if (!simt_fwd_tile_sizes(head_dim, &br, &bc)) return py::none();
+        return py::make_tuple(br, bc);
+      },
+      py::arg("head_dim"), "(B_r, B_c) of the CUDA-core forward tile, or None without CUDA.");
+
   m.def("build_info", [] {
     py::dict d;
     d["version"] = FLASHMIN_VERSION;

@@ -77,7 +77,7 @@ int sm_count(int device) {
 }
 #endif
 
-[[noreturn]] void no_cuda() {
+[[noreturn, maybe_unused]] void no_cuda() {
   throw std::invalid_argument(
       "device: expected a CPU tensor (this flashmin build has no CUDA kernels: "
       "reinstall with FLASHMIN_CUDA=ON), got a CUDA device");
@@ -93,6 +93,18 @@ bool built_with_cuda() {
 #ifdef FLASHMIN_WITH_CUDA
   return true;
 #else
+  return false;
+#endif
+}
+
+bool simt_fwd_tile_sizes(int64_t head_dim, int* block_r, int* block_c) {
+  check_head_dim(head_dim);
+#ifdef FLASHMIN_WITH_CUDA
+  cuda::simt_fwd_tile_sizes(head_dim, block_r, block_c);
+  return true;
+#else
+  (void)block_r;
+  (void)block_c;
   return false;
 #endif
 }

@@ -25,4 +25,7 @@ void decode(const DecodeParams& p, int device, intptr_t stream);
 
 bool built_with_cuda();
 
+// (B_r, B_c) of the CUDA-core forward tile (FA1 and fp32 FA2) for a head dim; false without CUDA.
+bool simt_fwd_tile_sizes(int64_t head_dim, int* block_r, int* block_c);
+
 }  // namespace flashmin

@@ -21,6 +21,6 @@ def build_info() -> dict:
 
     info = dict(_C.build_info())
     archs = info["cuda_archs"]
-    info["cuda_archs"] = [a for a in archs.split(";") if a] if archs else []
+    info["cuda_archs"] = [a for a in archs.split(",") if a] if archs else []
     info["torch_version"] = torch.__version__
     return info

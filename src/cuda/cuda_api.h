@@ -24,6 +24,8 @@ int64_t simt_fwd_workspace_bytes(const AttnParams& p);
 void simt_fwd(const AttnParams& p, cudaStream_t stream);
 int64_t simt_bwd_workspace_bytes(const AttnBwdParams& p);
 void simt_bwd(const AttnBwdParams& p, cudaStream_t stream);
+// (B_r, B_c) of the SIMT forward tile for this head dim (the benchmark's FA1/FA2 IO model).
+void simt_fwd_tile_sizes(int64_t head_dim, int* block_r, int* block_c);
 
 // ---- decode.cu : Flash-Decoding (split-KV + combine), contiguous or paged cache, every dtype.
 // Picks p.num_splits when it is 0 (from batch, heads, S_max and the SM count); returns the

@@ -29,6 +29,13 @@ int64_t simt_bwd_workspace_bytes(const AttnBwdParams& p) {
   return simt::align256(rows * 4);
 }
 
+void simt_fwd_tile_sizes(int64_t head_dim, int* block_r, int* block_c) {
+  simt::dispatch_head_dim(head_dim, [&](auto kD) {
+    *block_r = simt::SimtTile<decltype(kD)::value>::kFwdBr;
+    *block_c = simt::SimtTile<decltype(kD)::value>::kFwdBc;
+  });
+}
+
 void simt_bwd(const AttnBwdParams& p, cudaStream_t stream) {
   if (p.batch == 0 || p.heads_q == 0 || (p.seqlen_q == 0 && p.seqlen_k == 0)) return;
   if (p.algorithm == Algorithm::kFA1) return simt_fa1_bwd(p, stream);

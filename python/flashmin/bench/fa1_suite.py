@@ -1,7 +1,7 @@
 """FA1 against FA2 on the same shapes, next to the IO model's predicted HBM bytes.
 
 IO model per (batch, head), N = seqlen, d = head_dim, e = element bytes, T_c = N / B_c,
-T_r = N / B_r (fp32 running O, l, m for FA1):
+T_r = N / B_r (tile sizes read from the kernels) (fp32 running O, l, m for FA1):
   FA2 forward: read Q, K, V once per query block's pass over K/V (K, V: T_r times), write O once
       bytes = N d e (1 + 2 T_r + 1)
   FA1 forward: read K, V once; for every K/V block read Q_i and read + write O_i (fp32), l_i, m_i
@@ -15,17 +15,26 @@ import torch
 
 import flashmin
 
+from .. import _C
 from .timing import attn_flops, median_ms, tflops
 
-BLOCK = 64  # B_r = B_c used by the IO model (the SIMT kernels' tile; see docs/kernels_simt.md)
+
+def tile_sizes(d):
+    """(B_r, B_c) of the CUDA-core forward kernels, read from the native module (64 x 64, the
+    CPU tile, when it has no CUDA)."""
+    return _C.simt_fwd_tile_sizes(d) or (64, 64)
 
 
 def predicted_bytes(algorithm, b, h, n, d, elem):
-    t = -(-n // BLOCK)
+    block_r, block_c = tile_sizes(d)
     if algorithm == "fa2":
-        per_head = n * d * elem * (2 + 2 * t)
+        t_r = -(-n // block_r)
+        per_head = n * d * elem * (2 + 2 * t_r)
     else:
-        per_head = 2 * n * d * elem + t * (n * d * elem + 2 * n * d * 4 + 4 * n * 4) + n * d * elem
+        t_c = -(-n // block_c)
+        per_head = (
+            2 * n * d * elem + t_c * (n * d * elem + 2 * n * d * 4 + 4 * n * 4) + n * d * elem
+        )
     return b * h * per_head
 
 
