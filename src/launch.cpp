@@ -1,7 +1,6 @@
 #include "launch.h"
 
 #include <cmath>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 
@@ -19,9 +18,8 @@ namespace {
 int64_t element_size(DType t) { return t == DType::kFloat32 ? 4 : 2; }
 
 std::string dims(int64_t a, int64_t b, int64_t c, int64_t d) {
-  std::ostringstream s;
-  s << "(" << a << ", " << b << ", " << c << ", " << d << ")";
-  return s.str();
+  return "(" + std::to_string(a) + ", " + std::to_string(b) + ", " + std::to_string(c) + ", " +
+         std::to_string(d) + ")";
 }
 
 void check_dtype(DType t) {
@@ -37,23 +35,22 @@ void check_head_dim(int64_t d) {
 // number of vectors. Python copies tensors that miss this (or rejects in-place caches).
 void check_vector_aligned(const char* arg, const void* ptr, const Strides& s, DType t) {
   const int64_t vec = 16 / element_size(t);
-  check_arg(reinterpret_cast<uintptr_t>(ptr) % 16 == 0, arg, "a 16-byte aligned data pointer",
-            ptr);
-  check_arg(s.batch % vec == 0 && s.head % vec == 0 && s.seq % vec == 0, arg,
-            "strides that are multiples of 16 bytes",
-            dims(s.batch, s.head, s.seq, 1) + " elements");
+  check_arg(reinterpret_cast<uintptr_t>(ptr) % 16 == 0, arg, "a 16-byte aligned data pointer", ptr);
+  if (s.batch % vec != 0 || s.head % vec != 0 || s.seq % vec != 0)
+    fail_arg(arg, "strides that are multiples of 16 bytes",
+             dims(s.batch, s.head, s.seq, 1) + " elements");
 }
 
 void check_positive_strides(const char* arg, const Strides& s) {
-  check_arg(s.batch >= 0 && s.head >= 0 && s.seq >= 0, arg, "non-negative strides",
-            dims(s.batch, s.head, s.seq, 1));
+  if (s.batch < 0 || s.head < 0 || s.seq < 0)
+    fail_arg(arg, "non-negative strides", dims(s.batch, s.head, s.seq, 1));
 }
 
 void check_heads(int64_t hq, int64_t hk) {
   check_arg(hk >= 1, "key", "at least one head", hk);
   check_arg(hq >= 1, "query", "at least one head", hq);
-  check_arg(hq % hk == 0, "key",
-            "a number of heads that divides the query's (" + std::to_string(hq) + ")", hk);
+  if (hq % hk != 0)
+    fail_arg("key", "a number of heads that divides the query's (" + std::to_string(hq) + ")", hk);
 }
 
 #ifdef FLASHMIN_WITH_CUDA
