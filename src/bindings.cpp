@@ -23,13 +23,13 @@ Strides from_tuple(const StrideTuple& t) {
 }
 
 // Pointer fields as integer properties (an address of 0 is a null pointer).
-#define FM_PTR(Cls, field, Type)                                                           \
-  def_property(                                                                            \
-      #field, [](const Cls& p) { return reinterpret_cast<uintptr_t>(p.field); },           \
+#define FM_PTR(Cls, field, Type)                                                 \
+  def_property(                                                                  \
+      #field, [](const Cls& p) { return reinterpret_cast<uintptr_t>(p.field); }, \
       [](Cls& p, uintptr_t v) { p.field = reinterpret_cast<Type>(v); })
-#define FM_STRIDES(Cls, field)                                                             \
-  def_property(                                                                            \
-      #field, [](const Cls& p) { return to_tuple(p.field); },                              \
+#define FM_STRIDES(Cls, field)                                \
+  def_property(                                               \
+      #field, [](const Cls& p) { return to_tuple(p.field); }, \
       [](Cls& p, const StrideTuple& t) { p.field = from_tuple(t); })
 #define FM_FIELD(Cls, field) def_readwrite(#field, &Cls::field)
 
@@ -137,8 +137,8 @@ PYBIND11_MODULE(_C, m) {
     py::dict d;
     d["version"] = FLASHMIN_VERSION;
     d["with_cuda"] = built_with_cuda();
-    d["cuda_version"] = built_with_cuda() ? py::object(py::str(FLASHMIN_CUDA_VERSION))
-                                          : py::object(py::none());
+    d["cuda_version"] =
+        built_with_cuda() ? py::object(py::str(FLASHMIN_CUDA_VERSION)) : py::object(py::none());
     d["cuda_archs"] = py::str(FLASHMIN_CUDA_ARCHS);
     d["cuda_runtime"] = built_with_cuda() ? "static" : "none";
     return d;

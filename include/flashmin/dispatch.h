@@ -11,9 +11,12 @@ namespace flashmin {
 
 inline const char* dtype_name(DType t) {
   switch (t) {
-    case DType::kFloat32: return "float32";
-    case DType::kFloat16: return "float16";
-    case DType::kBFloat16: return "bfloat16";
+    case DType::kFloat32:
+      return "float32";
+    case DType::kFloat16:
+      return "float16";
+    case DType::kBFloat16:
+      return "bfloat16";
   }
   return "unknown";
 }
@@ -47,16 +50,40 @@ inline int head_dim_bucket(int64_t d) {
   }()
 
 // FM_DISPATCH_HEAD_DIM(d, kD, ...) : body sees `constexpr int kD`, the bucket of d.
-#define FM_DISPATCH_HEAD_DIM(d, kD, ...)                                         \
-  [&] {                                                                          \
-    switch (::flashmin::head_dim_bucket(d)) {                                    \
-      case 32: { constexpr int kD = 32; return __VA_ARGS__(); }                  \
-      case 64: { constexpr int kD = 64; return __VA_ARGS__(); }                  \
-      case 96: { constexpr int kD = 96; return __VA_ARGS__(); }                  \
-      case 128: { constexpr int kD = 128; return __VA_ARGS__(); }                \
-      case 160: { constexpr int kD = 160; return __VA_ARGS__(); }                \
-      case 192: { constexpr int kD = 192; return __VA_ARGS__(); }                \
-      case 224: { constexpr int kD = 224; return __VA_ARGS__(); }                \
-      default: { constexpr int kD = 256; return __VA_ARGS__(); }                 \
-    }                                                                            \
+#define FM_DISPATCH_HEAD_DIM(d, kD, ...)      \
+  [&] {                                       \
+    switch (::flashmin::head_dim_bucket(d)) { \
+      case 32: {                              \
+        constexpr int kD = 32;                \
+        return __VA_ARGS__();                 \
+      }                                       \
+      case 64: {                              \
+        constexpr int kD = 64;                \
+        return __VA_ARGS__();                 \
+      }                                       \
+      case 96: {                              \
+        constexpr int kD = 96;                \
+        return __VA_ARGS__();                 \
+      }                                       \
+      case 128: {                             \
+        constexpr int kD = 128;               \
+        return __VA_ARGS__();                 \
+      }                                       \
+      case 160: {                             \
+        constexpr int kD = 160;               \
+        return __VA_ARGS__();                 \
+      }                                       \
+      case 192: {                             \
+        constexpr int kD = 192;               \
+        return __VA_ARGS__();                 \
+      }                                       \
+      case 224: {                             \
+        constexpr int kD = 224;               \
+        return __VA_ARGS__();                 \
+      }                                       \
+      default: {                              \
+        constexpr int kD = 256;               \
+        return __VA_ARGS__();                 \
+      }                                       \
+    }                                         \
   }()

@@ -36,10 +36,11 @@ void decode(const DecodeParams& p, cudaStream_t stream);
 }  // namespace flashmin::cuda
 
 // Throw std::runtime_error with the file/line and CUDA's message when a runtime call fails.
-#define FM_CUDA_CHECK(expr)                                                          \
-  do {                                                                               \
-    cudaError_t fm_err_ = (expr);                                                    \
-    if (fm_err_ != cudaSuccess) ::flashmin::cuda::throw_cuda_error(fm_err_, #expr, __FILE__, __LINE__); \
+#define FM_CUDA_CHECK(expr)                                                   \
+  do {                                                                        \
+    cudaError_t fm_err_ = (expr);                                             \
+    if (fm_err_ != cudaSuccess)                                               \
+      ::flashmin::cuda::throw_cuda_error(fm_err_, #expr, __FILE__, __LINE__); \
   } while (0)
 
 namespace flashmin::cuda {
