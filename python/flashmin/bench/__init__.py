@@ -41,9 +41,11 @@ def main(argv=None) -> int:
         print("No CUDA GPU in use: benchmarking the CPU path on small shapes (fp32).")
     suites = SUITES if args.suite == "all" else (args.suite,)
     sections, raw = {}, {"device": name, "date": when, "build": flashmin.build_info()}
+    failures = []
 
     if "attention" in suites:
         rows = attention_suite.run(device, args.quick, backward=not args.no_backward)
+        failures += attention_suite.correctness_failures(rows)
         lines = report.attention_table(rows)
         sections["Attention: flashmin vs peers (xPEER = PEER ms / flashmin ms)"] = lines
         raw["attention"] = rows
@@ -70,4 +72,8 @@ def main(argv=None) -> int:
             args.record, stem, f"flashmin benchmark: {name}, {when}", sections, raw
         )
         print(f"record written to {path}")
+    if failures:
+        print("CORRECTNESS CHECK FAILED (error above 2x the peer's):\n  " + "\n  ".join(failures))
+        return 1
+    print("correctness: flashmin's error is within 2x of the peer's on every timed config")
     return 0

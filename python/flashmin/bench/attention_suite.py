@@ -44,6 +44,24 @@ def reference_error(fn, q, k, v, causal) -> float:
     return (fn(qs, ks, vs, causal).double() - ref).abs().max().item()
 
 
+def correctness_failures(rows) -> list[str]:
+    """Configs where flashmin's error exceeds 2x the peer's own error at the same precision
+    (SDPA flash on the GPU, torch's SDPA on the CPU), with a small absolute floor."""
+    bad = []
+    for r in rows:
+        errs = r.get("max_err", {})
+        ours = errs.get("flashmin")
+        peer = errs.get("sdpa_flash", errs.get("torch_sdpa"))
+        if ours is None or peer is None:
+            continue
+        if not ours <= 2 * peer + 1e-3:
+            bad.append(
+                f"{r['dtype']} d={r['head_dim']} S={r['seqlen']} causal={r['causal']}: "
+                f"error {ours:.2e} vs peer {peer:.2e}"
+            )
+    return bad
+
+
 def run(device: str, quick: bool, backward: bool = True, impls=None):
     """Returns a list of row dicts: one per (config, pass) with ms and TFLOP/s per impl."""
     impls = impls or attention_impls(device)
