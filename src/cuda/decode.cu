@@ -8,7 +8,8 @@
 //      Its query rows are ALL (query head of the group, query position) pairs that read h_k
 //      (GQA packing): K_j, V_j are read from global memory once per group. Split s covers a
 //      contiguous range of key blocks computed on the device from L_b. The CTA streams
-//      K_j, V_j (B_c keys, 32 KB per stage) through a 3-stage cp.async pipeline; each warp
+//      K_j, V_j (B_c keys, 32 KB per stage) through a 3-stage pipeline (sm_90: TMA tensor
+//      copies issued by one thread, full/empty mbarriers; sm_80: cp.async); each warp
 //      runs the FA2 inner loop (online softmax) on 16 query rows x 16 keys at a time, on
 //      tensor cores (mma.sync m16n8k16) for fp16/bf16 or on CUDA cores for fp32.
 //      Warps that share a row tile split the keys of a block and merge at the end.
@@ -20,6 +21,7 @@
 // Lengths are read on the device only (CUDA graphs). Invalid device data (seqlens[b] < 0,
 // seqlens[b] + S_new beyond the cache, a page index outside [0, num_pages)) is never used to
 // address memory; that sequence's O and lse become NaN instead.
+#include <cuda.h>  // CUtensorMap (types only: the encoder is fetched through the runtime)
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -45,14 +47,23 @@ constexpr float kLn2 = 0.6931471805599453f;
 // Small device helpers
 // ---------------------------------------------------------------------------------------------
 
-// Element offset of 16-byte vector `vec` of row `row` in a [rows][kD] shared-memory tile, laid
-// out so that ldmatrix (8 rows, same column) and the fp32 path's per-lane row reads hit 8
-// different bank groups: cp.async path: the vector index is XORed with row % 8; bulk-copy path
-// (whole rows land contiguously): rows are padded by 16 bytes.
+// Element offset of 16-byte vector `vec` of row `row` in a shared-memory tile, laid out so that
+// ldmatrix (8 rows, same column) and the fp32 path's per-lane row reads hit 8 different bank
+// groups.
+// Q_i (and K_j, V_j on the cp.async path): [rows][kD], vector index XORed with row % 8.
 template <class Tr>
-__device__ __forceinline__ int swz(int row, int vec) {
-  if constexpr (Tr::kBulk) return row * Tr::kRowStride + vec * Tr::kVec;
+__device__ __forceinline__ int q_off(int row, int vec) {
   return row * Tr::kHeadDim + ((vec ^ (row & 7)) * Tr::kVec);
+}
+// K_j, V_j on the tensor-copy path: kDBoxes boxes of [B_c][128 bytes]; TMA's 128-byte swizzle
+// puts 16-byte chunk c of a box row r at chunk c ^ (r % 8) (boxes start 1024-byte aligned).
+template <class Tr>
+__device__ __forceinline__ int kv_off(int row, int vec) {
+  if constexpr (Tr::kBulk) {
+    return (vec / 8) * (Tr::kBc * Tr::kBoxCols) + row * Tr::kBoxCols +
+           (((vec % 8) ^ (row & 7)) * Tr::kVec);
+  }
+  return q_off<Tr>(row, vec);
 }
 
 // ---- Hopper copy engine (sm_90): 1-D bulk copies completing on an mbarrier; PDL.
@@ -98,14 +109,24 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
 #endif
 }
 
-// Global -> shared copy of `bytes` (multiple of 16) by the copy engine, counted on `bar`.
-__device__ __forceinline__ void bulk_copy(void* smem_dst, const void* gmem_src, uint32_t bytes,
-                                          uint64_t* bar) {
+// Plain arrive (a consumer warp releases a stage).
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+#if FM_DECODE_SM90
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar)) : "memory");
+#else
+  __trap();
+#endif
+}
+
+// TMA tiled copy of one box of a 4-D tensor map (coordinates innermost first) into shared
+// memory, counted on `bar` (the whole box, out-of-bounds parts zero-filled, counts as bytes).
+__device__ __forceinline__ void tma_load_4d(void* smem_dst, const CUtensorMap* map, int c0, int c1,
+                                            int c2, int c3, uint64_t* bar) {
 #if FM_DECODE_SM90
   asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::
-          "r"(smem_addr(smem_dst)),
-      "l"(gmem_src), "r"(bytes), "r"(smem_addr(bar))
+      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%2, %3, %4, %5}], [%6];\n" ::"r"(smem_addr(smem_dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(smem_addr(bar))
       : "memory");
 #else
   __trap();
@@ -194,13 +215,13 @@ __device__ __forceinline__ void warp_qk(float (&S)[2][4], const T* Qs, int r0, c
 #pragma unroll
     for (int v = 0; v < Tr::kVecsPerRow; ++v) {
       if (v * Tr::kVec >= head_dim) break;  // padded columns are zero anyway
-      const float4 qa = ld4(Qs + swz<Tr>(r0 + g, v));
-      const float4 qb = ld4(Qs + swz<Tr>(r0 + g + 8, v));
+      const float4 qa = ld4(Qs + q_off<Tr>(r0 + g, v));
+      const float4 qb = ld4(Qs + q_off<Tr>(r0 + g + 8, v));
 #pragma unroll
       for (int nt = 0; nt < 2; ++nt) {
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const float4 k = ld4(Ks + swz<Tr>(c0 + nt * 8 + 2 * q + e, v));
+          const float4 k = ld4(Ks + kv_off<Tr>(c0 + nt * 8 + 2 * q + e, v));
           S[nt][e] += dot4(qa, k);
           S[nt][2 + e] += dot4(qb, k);
         }
@@ -213,8 +234,8 @@ __device__ __forceinline__ void warp_qk(float (&S)[2][4], const T* Qs, int r0, c
     for (int ks = 0; ks < Tr::kHeadDim / 16; ++ks) {
       if (ks * 16 >= head_dim) break;
       uint32_t a[4], bk[4];
-      ldmatrix_x4(a, Qs + swz<Tr>(r0 + ((lane / 8) & 1) * 8 + lane % 8, ks * 2 + lane / 16));
-      ldmatrix_x4(bk, Ks + swz<Tr>(c0 + (lane / 16) * 8 + lane % 8, ks * 2 + ((lane / 8) & 1)));
+      ldmatrix_x4(a, Qs + q_off<Tr>(r0 + ((lane / 8) & 1) * 8 + lane % 8, ks * 2 + lane / 16));
+      ldmatrix_x4(bk, Ks + kv_off<Tr>(c0 + (lane / 16) * 8 + lane % 8, ks * 2 + ((lane / 8) & 1)));
       const uint32_t b0[2] = {bk[0], bk[1]}, b1[2] = {bk[2], bk[3]};
       MmaType<T>::mma(S[0], a, b0);
       MmaType<T>::mma(S[1], a, b1);
@@ -223,10 +244,13 @@ __device__ __forceinline__ void warp_qk(float (&S)[2][4], const T* Qs, int r0, c
 }
 
 // O (16 x D) += P (16 x 16) V_c (16 x D); V_c = keys c0.. of Vs. Pw: this warp's 16x16 fp32
-// scratch (fp32 path only).
+// scratch (fp32 path only). Only the first `kv_valid` keys of V_c are real: the rows past the
+// sequence's end may hold anything (NaN), and P = 0 there does not cancel NaN, so those V values
+// are replaced by zeros in registers.
 template <class Tr, typename T>
 __device__ __forceinline__ void warp_pv(float (&O)[Tr::kHeadDim / 8][4], const float (&P)[2][4],
-                                        const T* Vs, int c0, int lane, int head_dim, float* Pw) {
+                                        const T* Vs, int c0, int lane, int head_dim, float* Pw,
+                                        int kv_valid) {
   if constexpr (std::is_same_v<T, float>) {
     // Exact fp32: P goes through shared memory so each lane can read its two rows whole.
     const int g = lane / 4, q = lane % 4;
@@ -242,8 +266,9 @@ __device__ __forceinline__ void warp_pv(float (&O)[Tr::kHeadDim / 8][4], const f
 #pragma unroll
       for (int nd = 0; nd < Tr::kHeadDim / 8; ++nd) {
         if (nd * 8 >= head_dim) break;
-        const float2 v =
-            *reinterpret_cast<const float2*>(Vs + swz<Tr>(c0 + k, nd * 2 + q / 2) + (q & 1) * 2);
+        float2 v =
+            *reinterpret_cast<const float2*>(Vs + kv_off<Tr>(c0 + k, nd * 2 + q / 2) + (q & 1) * 2);
+        if (k >= kv_valid) v = make_float2(0.0f, 0.0f);
         O[nd][0] += pa * v.x;
         O[nd][1] += pa * v.y;
         O[nd][2] += pb * v.x;
@@ -255,12 +280,24 @@ __device__ __forceinline__ void warp_pv(float (&O)[Tr::kHeadDim / 8][4], const f
     // The S accumulator layout of two 8-key tiles is exactly the A fragment of P (16 x 16).
     const uint32_t a[4] = {MmaType<T>::pack(P[0][0], P[0][1]), MmaType<T>::pack(P[0][2], P[0][3]),
                            MmaType<T>::pack(P[1][0], P[1][1]), MmaType<T>::pack(P[1][2], P[1][3])};
-    // B = V_c (16 keys x 16 cols): ldmatrix.trans; matrices 0,1 = keys 0-7 / 8-15 of cols 0-7.
+    // B = V_c (16 keys x 16 cols): ldmatrix.trans; matrices 0,1 = keys 0-7 / 8-15 of cols 0-7,
+    // 2,3 the same keys of cols 8-15. Lane holds keys 2q, 2q+1 (bv[0], bv[2]) and 8+2q, 9+2q
+    // (bv[1], bv[3]), low half first: mask the halves of keys >= kv_valid.
+    const int k2 = 2 * (lane % 4);
+    const uint32_t keep_lo =
+        (k2 < kv_valid ? 0x0000ffffu : 0u) | (k2 + 1 < kv_valid ? 0xffff0000u : 0u);
+    const uint32_t keep_hi =
+        (k2 + 8 < kv_valid ? 0x0000ffffu : 0u) | (k2 + 9 < kv_valid ? 0xffff0000u : 0u);
 #pragma unroll
     for (int nd = 0; nd < Tr::kHeadDim / 16; ++nd) {
       if (nd * 16 >= head_dim) break;
       uint32_t bv[4];
-      ldmatrix_x4_trans(bv, Vs + swz<Tr>(c0 + ((lane / 8) & 1) * 8 + lane % 8, nd * 2 + lane / 16));
+      ldmatrix_x4_trans(bv,
+                        Vs + kv_off<Tr>(c0 + ((lane / 8) & 1) * 8 + lane % 8, nd * 2 + lane / 16));
+      bv[0] &= keep_lo;
+      bv[2] &= keep_lo;
+      bv[1] &= keep_hi;
+      bv[3] &= keep_hi;
       const uint32_t b0[2] = {bv[0], bv[1]}, b1[2] = {bv[2], bv[3]};
       MmaType<T>::mma(O[2 * nd], a, b0);
       MmaType<T>::mma(O[2 * nd + 1], a, b1);
@@ -303,11 +340,12 @@ __global__ void __launch_bounds__(256) decode_append_kernel(const DecodeParams p
 // ---------------------------------------------------------------------------------------------
 template <typename T, int kD, bool kBulk>
 __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk>::kThreads)
-    decode_split_kernel(const DecodeParams p, const int row_chunks, float* o_part,
-                        float* lse_part) {
+    decode_split_kernel(const DecodeParams p, const int row_chunks, float* o_part, float* lse_part,
+                        const __grid_constant__ CUtensorMap tm_k,
+                        const __grid_constant__ CUtensorMap tm_v) {
   using Tr = DecodeTraits<T, kD, kBulk>;
   constexpr int kBc = Tr::kBc;
-  constexpr int kRS = Tr::kRowStride;
+  constexpr int kStages = Tr::kStages;
   extern __shared__ __align__(128) unsigned char smem_raw[];
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
@@ -329,15 +367,19 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk>::kThreads)
   const int rt = warp / warps_n, wn = warp % warps_n;
   const bool warp_has_rows = rt < row_tiles;
 
-  // ---- Shared memory: Q_i [rows_pad][kD] | stages x (K_j [B_c][kD], V_j [B_c][kD]) | m, l | P
-  //      | one mbarrier per stage (bulk path). Tile rows are kRS elements apart.
-  T* Qs = reinterpret_cast<T*>(smem_raw);
-  T* KVs = Qs + row_tiles * Tr::kRowTile * kRS;
-  float* Ms = reinterpret_cast<float*>(KVs + Tr::kStages * 2 * kBc * kRS);           // [warps][16]
+  // ---- Shared memory (base 1024-byte aligned on the tensor-copy path, for the swizzle):
+  //      stages x (K_j [B_c][kD], V_j [B_c][kD]) | Q_i [rows_pad][kD] | m, l | P | mbarriers.
+  unsigned char* smem = smem_raw;
+  if constexpr (Tr::kSmemAlign > 0)
+    smem += (Tr::kSmemAlign - (smem_addr(smem_raw) & (Tr::kSmemAlign - 1))) & (Tr::kSmemAlign - 1);
+  T* KVs = reinterpret_cast<T*>(smem);
+  T* Qs = KVs + kStages * 2 * kBc * kD;
+  float* Ms = reinterpret_cast<float*>(Qs + row_tiles * Tr::kRowTile * kD);          // [warps][16]
   float* Ls = Ms + Tr::kWarps * Tr::kRowTile;                                        // [warps][16]
   float* Pw = Ls + Tr::kWarps * Tr::kRowTile + warp * Tr::kRowTile * Tr::kKeyChunk;  // [16][16]
   uint64_t* full_bar = reinterpret_cast<uint64_t*>(Ls + Tr::kWarps * Tr::kRowTile +
                                                    Tr::kWarps * Tr::kRowTile * Tr::kKeyChunk);
+  uint64_t* empty_bar = full_bar + kStages;
   float* Os = reinterpret_cast<float*>(KVs);  // epilogue: [warps][16][kOStride], reuses stages
 
   // ---- This sequence's length and this split's key blocks [blk_begin, blk_end).
@@ -356,72 +398,48 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk>::kThreads)
   const T* k_cache = static_cast<const T*>(p.k_cache);
   const T* v_cache = static_cast<const T*>(p.v_cache);
 
-  // ---- Q_i -> shared memory (zero-filled padding rows and columns); joins the first group.
-  for (int i = tid; i < row_tiles * Tr::kRowTile * Tr::kVecsPerRow; i += Tr::kThreads) {
-    const int r = i / Tr::kVecsPerRow, v = i % Tr::kVecsPerRow;
-    const int64_t R = row_begin + r;
-    const bool ok = r < rows && v * Tr::kVec < head_dim;
-    const T* src = q;
-    if (ok) src = q + offset(p.q_strides, b, hk * group + R / S_q, R % S_q) + v * Tr::kVec;
-    cp_async_16(Qs + swz<Tr>(r, v), src, ok);
-  }
-
-  if constexpr (kBulk) {
-    // Columns [D, kD) are never written by the row copies: zero them once in every stage.
-    const int d_vecs = head_dim / Tr::kVec, pad_vecs = Tr::kVecsPerRow - d_vecs;
-    for (int i = tid; i < Tr::kStages * 2 * kBc * pad_vecs; i += Tr::kThreads) {
-      const int row = i / pad_vecs, v = d_vecs + i % pad_vecs;
-      *reinterpret_cast<uint4*>(KVs + row * kRS + v * Tr::kVec) = make_uint4(0, 0, 0, 0);
-    }
-    if (tid == 0) {
-      for (int s = 0; s < Tr::kStages; ++s) mbar_init(&full_bar[s], Tr::kThreads);
-    }
-    __syncthreads();
-  }
-
-  // K_j, V_j (B_c x kD each) of key block blk -> stage; keys >= L are zero-filled, not read.
+  // K_j, V_j (B_c x kD each) of key block blk -> stage.
+  // Tensor-copy path (called by thread 0 only): the block is cut into sub-blocks of
+  // `sub_rows` keys (B_c, or the page size when pages are smaller) that each lie in one page;
+  // a sub-block starting at or past L is skipped (its keys are masked), so only pages the
+  // sequence uses are looked up. Keys in [L, sub-block end) are loaded as whatever the cache
+  // holds and neutralised by the mask (K) and warp_pv's kv_valid (V).
+  // cp.async path (every thread): keys >= L are zero-filled, not read.
   auto load_kv = [&](int64_t blk, int stage) {
-    T* Ks = KVs + stage * 2 * kBc * kRS;
-    T* Vs = Ks + kBc * kRS;
+    T* Ks = KVs + stage * 2 * kBc * kD;
+    T* Vs = Ks + kBc * kD;
     if constexpr (kBulk) {
-      // Every thread arrives once per phase with the bytes of its (<= 2) row copies, then
-      // issues them; rows past L (or with a bad page) are zeroed with ordinary stores, which
-      // the __syncthreads before their use makes visible.
-      constexpr int kCopies = (2 * kBc + Tr::kThreads - 1) / Tr::kThreads;
-      const uint32_t row_bytes = uint32_t(head_dim) * sizeof(T);
-      const T* src[kCopies];
-      T* dst[kCopies];
+      constexpr int kMaxSub = kBc / 16;  // page_size >= 16
+      const int sub_rows = p.block_table ? int(min(int64_t(kBc), p.page_size)) : kBc;
+      const int n_sub = kBc / sub_rows;
+      const int d_boxes = (head_dim + Tr::kBoxCols - 1) / Tr::kBoxCols;  // boxes past D: skipped
+      int slot[kMaxSub], pos[kMaxSub];
       uint32_t bytes = 0;
 #pragma unroll
-      for (int c = 0; c < kCopies; ++c) {
-        const int i = tid + c * Tr::kThreads;
-        src[c] = nullptr;
-        dst[c] = nullptr;
-        if (i >= 2 * kBc) continue;
-        const int r = i % kBc;
-        const bool is_v = i >= kBc;
-        dst[c] = (is_v ? Vs : Ks) + r * kRS;
-        const int64_t key = blk * kBc + r;
-        bool ok = key < L;
-        if (ok) {
-          int64_t slot, pos;
-          ok = locate_key(p, b, key, log2_page, &slot, &pos);
-          bad |= !ok;
-          if (ok) {
-            src[c] = is_v ? v_cache + offset(p.v_cache_strides, slot, hk, pos)
-                          : k_cache + offset(p.k_cache_strides, slot, hk, pos);
-            bytes += row_bytes;
-          }
-        }
-        if (!ok) {
-          for (int v = 0; v < head_dim / Tr::kVec; ++v)
-            *reinterpret_cast<uint4*>(dst[c] + v * Tr::kVec) = make_uint4(0, 0, 0, 0);
+      for (int i = 0; i < kMaxSub; ++i) {
+        slot[i] = -1;
+        const int64_t key = blk * kBc + int64_t(i) * sub_rows;
+        if (i >= n_sub || key >= L) continue;
+        int64_t sl, ps;
+        if (locate_key(p, b, key, log2_page, &sl, &ps)) {
+          slot[i] = int(sl);
+          pos[i] = int(ps);
+          bytes += 2u * uint32_t(d_boxes) * uint32_t(sub_rows) * 128u;
+        } else {
+          bad = true;
         }
       }
       mbar_arrive_expect_tx(&full_bar[stage], bytes);
 #pragma unroll
-      for (int c = 0; c < kCopies; ++c) {
-        if (src[c] != nullptr) bulk_copy(dst[c], src[c], row_bytes, &full_bar[stage]);
+      for (int i = 0; i < kMaxSub; ++i) {
+        if (slot[i] < 0) continue;
+        for (int db = 0; db < d_boxes; ++db) {
+          const int off = db * kBc * Tr::kBoxCols + i * sub_rows * Tr::kBoxCols;
+          tma_load_4d(Ks + off, &tm_k, db * Tr::kBoxCols, pos[i], int(hk), slot[i],
+                      &full_bar[stage]);
+          tma_load_4d(Vs + off, &tm_v, db * Tr::kBoxCols, pos[i], int(hk), slot[i],
+                      &full_bar[stage]);
+        }
       }
     } else {
 #pragma unroll
@@ -433,19 +451,55 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk>::kThreads)
         const T* k_src = k_cache;
         const T* v_src = v_cache;
         if (ok) {
-          int64_t slot, pos;
-          ok = locate_key(p, b, key, log2_page, &slot, &pos);
+          int64_t sl, ps;
+          ok = locate_key(p, b, key, log2_page, &sl, &ps);
           bad |= !ok;
           if (ok) {
-            k_src = k_cache + offset(p.k_cache_strides, slot, hk, pos) + v * Tr::kVec;
-            v_src = v_cache + offset(p.v_cache_strides, slot, hk, pos) + v * Tr::kVec;
+            k_src = k_cache + offset(p.k_cache_strides, sl, hk, ps) + v * Tr::kVec;
+            v_src = v_cache + offset(p.v_cache_strides, sl, hk, ps) + v * Tr::kVec;
           }
         }
-        cp_async_16(Ks + swz<Tr>(r, v), k_src, ok);
-        cp_async_16(Vs + swz<Tr>(r, v), v_src, ok);
+        cp_async_16(Ks + kv_off<Tr>(r, v), k_src, ok);
+        cp_async_16(Vs + kv_off<Tr>(r, v), v_src, ok);
       }
     }
   };
+
+  // ---- Pipeline prologue. Tensor-copy path: thread 0 sets up the mbarriers (full: 1 arrival
+  //      + bytes; empty: one arrival per warp) and fills every stage before anyone waits.
+  if constexpr (kBulk) {
+    if (tid == 0) {
+      for (int s = 0; s < kStages; ++s) {
+        mbar_init(&full_bar[s], 1);
+        mbar_init(&empty_bar[s], Tr::kWarps);
+      }
+      for (int s = 0; s < kStages; ++s) {
+        if (blk_begin + s < blk_end) load_kv(blk_begin + s, s);
+      }
+    }
+  }
+
+  // ---- Q_i -> shared memory (zero-filled padding rows and columns).
+  for (int i = tid; i < row_tiles * Tr::kRowTile * Tr::kVecsPerRow; i += Tr::kThreads) {
+    const int r = i / Tr::kVecsPerRow, v = i % Tr::kVecsPerRow;
+    const int64_t R = row_begin + r;
+    const bool ok = r < rows && v * Tr::kVec < head_dim;
+    const T* src = q;
+    if (ok) src = q + offset(p.q_strides, b, hk * group + R / S_q, R % S_q) + v * Tr::kVec;
+    cp_async_16(Qs + q_off<Tr>(r, v), src, ok);
+  }
+  if constexpr (kBulk) {
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();  // Q_i and the mbarrier initialisation are visible to every thread
+  } else {
+    // Q_i joins the first cp.async group; kStages - 1 blocks in flight.
+#pragma unroll
+    for (int s = 0; s < kStages - 1; ++s) {
+      if (blk_begin + s < blk_end) load_kv(blk_begin + s, s);
+      cp_async_commit();
+    }
+  }
 
   // ---- Per-warp running state: O_i (16 x D), m_i, l_i for the lane's two rows (log2 units).
   float O[kD / 8][4];
@@ -457,34 +511,41 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk>::kThreads)
   const int64_t t_row[2] = {(row_begin + r_lo) % S_q, (row_begin + r_lo + 8) % S_q};
   const float scale_log2 = p.scale * kLog2e;
 
-  // ---- Pipeline prologue: kStages - 1 blocks in flight.
-#pragma unroll
-  for (int s = 0; s < Tr::kStages - 1; ++s) {
-    if (blk_begin + s < blk_end) load_kv(blk_begin + s, s);
-    cp_async_commit();
-  }
-
   for (int64_t blk = blk_begin; blk < blk_end; ++blk) {
     const int it = int(blk - blk_begin);
-    // Issue block blk + kStages - 1 into the stage freed at the end of the last iteration.
-    if (blk + Tr::kStages - 1 < blk_end)
-      load_kv(blk + Tr::kStages - 1, (it + Tr::kStages - 1) % Tr::kStages);
-    cp_async_commit();
+    const int stage = it % kStages;
     if constexpr (kBulk) {
-      cp_async_wait<0>();                                              // Q_i
-      mbar_wait(&full_bar[it % Tr::kStages], (it / Tr::kStages) & 1);  // block blk has landed
+      // Producer (thread 0): once every warp has released block blk - 1, refill its stage with
+      // block blk + kStages - 1. Then everyone waits for block blk to land.
+      if (tid == 0 && it >= 1 && blk + kStages - 1 < blk_end) {
+        const int prev = (it - 1) % kStages;
+        mbar_wait(&empty_bar[prev], ((it - 1) / kStages) & 1);
+        load_kv(blk + kStages - 1, prev);
+      }
+      __syncwarp();
+      mbar_wait(&full_bar[stage], (it / kStages) & 1);
+      __syncwarp();
     } else {
-      cp_async_wait<Tr::kStages - 1>();  // block blk (and Q_i) has landed
+      // Issue block blk + kStages - 1 into the stage freed at the end of the last iteration.
+      if (blk + kStages - 1 < blk_end) load_kv(blk + kStages - 1, (it + kStages - 1) % kStages);
+      cp_async_commit();
+      cp_async_wait<kStages - 1>();  // block blk (and Q_i) has landed
+      __syncthreads();
     }
-    __syncthreads();
 
-    const T* Ks = KVs + (it % Tr::kStages) * 2 * kBc * kRS;  // K_j: [B_c][kD]
-    const T* Vs = Ks + kBc * kRS;                            // V_j: [B_c][kD]
+    const T* Ks = KVs + stage * 2 * kBc * kD;  // K_j: [B_c][kD]
+    const T* Vs = Ks + kBc * kD;               // V_j: [B_c][kD]
     if (warp_has_rows) {
-      for (int c = wn; c < kBc / Tr::kKeyChunk; c += warps_n) {
+      // The warps of a row tile take the 16-key chunks of the key range in turn (global chunk
+      // index modulo warps_n), so blocks with fewer chunks than warps still keep all busy.
+      // (warps_n is 1, 2 or 4; with B_c >= 64 keys every warp simply takes chunk wn + k warps_n.)
+      constexpr int kChunks = kBc / Tr::kKeyChunk;
+      int c0 = wn;
+      if constexpr (kChunks % Tr::kWarps != 0)
+        c0 = (wn - int((uint32_t(blk) * kChunks) & uint32_t(warps_n - 1))) & (warps_n - 1);
+      for (int c = c0; c < kChunks; c += warps_n) {
         const int64_t key0 = blk * kBc + c * Tr::kKeyChunk;
         if (key0 >= L) break;
-
         // S_ij = Q_i K_j^T   (16 rows x 16 keys)
         float S[2][4] = {};
         warp_qk<Tr>(S, Qs, rt * Tr::kRowTile, Ks, c * Tr::kKeyChunk, lane, head_dim);
@@ -530,10 +591,16 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk>::kThreads)
         }
 
         // O_i += P_ij V_j
-        warp_pv<Tr>(O, S, Vs, c * Tr::kKeyChunk, lane, head_dim, Pw);
+        warp_pv<Tr>(O, S, Vs, c * Tr::kKeyChunk, lane, head_dim, Pw,
+                    int(min(int64_t(Tr::kKeyChunk), L - key0)));
       }
     }
-    __syncthreads();  // everyone is done with this stage before it is refilled
+    if constexpr (kBulk) {
+      __syncwarp();  // the whole warp is done reading this stage: release it to the producer
+      if (lane == 0) mbar_arrive(&empty_bar[stage]);
+    } else {
+      __syncthreads();  // everyone is done with this stage before it is refilled
+    }
   }
 
   // ---- Epilogue: merge the warps of each row tile, normalise, write.
@@ -701,6 +768,7 @@ struct Config {
 
 DecodeCopyMode g_copy_mode = DecodeCopyMode::kAuto;
 bool g_allow_pdl = true;
+int g_l2_promotion = 256;
 
 bool device_is_hopper_or_newer() {
   int device = 0, major = 0;
@@ -709,7 +777,7 @@ bool device_is_hopper_or_newer() {
   return major >= 9;
 }
 
-// The bulk-copy kernels exist for sm_90+ only.
+// The tensor-copy (TMA) kernels exist for sm_90+ only.
 bool use_bulk_copy(bool hopper) {
   if (!hopper) return false;
   return g_copy_mode != DecodeCopyMode::kCpAsync;
@@ -746,6 +814,67 @@ void dispatch_decode(DType dtype, int64_t head_dim, bool bulk, F&& f) {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// cuTensorMapEncodeTiled, fetched from the driver through the runtime (no libcuda link);
+// nullptr when unavailable.
+using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*,
+                                   const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
+                                   const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,
+                                   CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+EncodeTiledFn encode_tiled() {
+  static const EncodeTiledFn fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult status = cudaDriverEntryPointSymbolNotFound;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault,
+                                         &status) != cudaSuccess ||
+        status != cudaDriverEntryPointSuccess) {
+      (void)cudaGetLastError();
+      return EncodeTiledFn(nullptr);
+    }
+    return reinterpret_cast<EncodeTiledFn>(f);
+  }();
+  return fn;
+}
+
+// Tensor map of one cache (K or V) for the TMA path, as a 4-D tensor (innermost first):
+// (head_dim, positions, H_k, B) for a contiguous cache, (head_dim, page_size, H_k, pages) for a
+// paged one; box = 128 bytes of head dim x `box_rows` positions, 128-byte swizzle, positions
+// past the tensor zero-filled. False when the layout cannot be described (then cp.async).
+template <typename T>
+bool make_cache_map(CUtensorMap* map, const void* base, const Strides& st, const DecodeParams& p,
+                    int box_rows) {
+  const EncodeTiledFn encode = encode_tiled();
+  if (encode == nullptr || base == nullptr) return false;
+  const bool paged = p.block_table != nullptr;
+  const int64_t es = int64_t(sizeof(T));
+  const int64_t dims[4] = {p.head_dim, paged ? p.page_size : p.max_seqlen_k, p.heads_kv,
+                           paged ? p.num_pages : p.batch};
+  const int64_t strides[3] = {st.seq * es, st.head * es, st.batch * es};
+  cuuint64_t g_dims[4], g_strides[3];
+  for (int i = 0; i < 4; ++i) {
+    if (dims[i] < 1 || dims[i] > INT32_MAX) return false;  // coordinates are int32
+    g_dims[i] = cuuint64_t(dims[i]);
+  }
+  for (int i = 0; i < 3; ++i) {
+    int64_t s = strides[i];
+    if (s == 0 && dims[i + 1] == 1) s = 16;  // a size-1 axis: its stride is never used
+    if (s <= 0 || s % 16 != 0 || s >= (int64_t(1) << 40)) return false;
+    g_strides[i] = cuuint64_t(s);
+  }
+  const cuuint32_t box[4] = {cuuint32_t(128 / es), cuuint32_t(box_rows), 1, 1};
+  const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
+  const CUtensorMapL2promotion promotion =
+      g_l2_promotion >= 256   ? CU_TENSOR_MAP_L2_PROMOTION_L2_256B
+      : g_l2_promotion >= 128 ? CU_TENSOR_MAP_L2_PROMOTION_L2_128B
+      : g_l2_promotion >= 64  ? CU_TENSOR_MAP_L2_PROMOTION_L2_64B
+                              : CU_TENSOR_MAP_L2_PROMOTION_NONE;
+  const CUtensorMapDataType type = std::is_same_v<T, float>    ? CU_TENSOR_MAP_DATA_TYPE_FLOAT32
+                                   : std::is_same_v<T, __half> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+                                                               : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  return encode(map, type, 4, const_cast<void*>(base), g_dims, g_strides, box, elem_strides,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, promotion,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
 struct Layout {
   int64_t rows;        // query rows per KV head: group * S_q
   int64_t row_chunks;  // CTAs per (b, h_k) along the rows
@@ -769,6 +898,8 @@ void decode_set_tuning(DecodeCopyMode mode, bool allow_pdl) {
   g_copy_mode = mode;
   g_allow_pdl = allow_pdl;
 }
+
+void decode_set_tma_l2_promotion(int bytes) { g_l2_promotion = bytes; }
 
 int64_t decode_plan(DecodeParams& p, int num_sms) {
   int64_t row_chunks = 1, per_sm = 1;
@@ -836,7 +967,8 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
       FM_CUDA_CHECK(cudaGetLastError());
     }
 
-    // 2. Split-KV attention.
+    // 2. Split-KV attention. The TMA kernel needs tensor maps of both caches; a layout they
+    //    cannot describe falls back to the cp.async kernel.
     const int64_t splits = std::max<int64_t>(1, p.num_splits);
     float* o_part = nullptr;
     float* lse_part = nullptr;
@@ -844,13 +976,30 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
       o_part = static_cast<float*>(p.workspace);
       lse_part = o_part + splits * l.total_rows * p.head_dim;
     }
-    const int64_t smem = Tr::smem_bytes(l.rows_cta);
-    auto* kernel = decode_split_kernel<T, Tr::kHeadDim, Tr::kBulk>;
-    FM_CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     const dim3 grid(unsigned(p.batch * p.heads_kv * l.row_chunks), unsigned(splits));
-    kernel<<<grid, Tr::kThreads, smem, stream>>>(p, int(l.row_chunks), o_part, lse_part);
-    FM_CUDA_CHECK(cudaGetLastError());
+    auto launch = [&](auto cfg_split, const CUtensorMap& tm_k, const CUtensorMap& tm_v) {
+      using TrS = typename decltype(cfg_split)::Traits;
+      const int64_t smem = TrS::smem_bytes(l.rows_cta);
+      auto* kernel = decode_split_kernel<T, TrS::kHeadDim, TrS::kBulk>;
+      FM_CUDA_CHECK(
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+      kernel<<<grid, TrS::kThreads, smem, stream>>>(p, int(l.row_chunks), o_part, lse_part, tm_k,
+                                                    tm_v);
+      FM_CUDA_CHECK(cudaGetLastError());
+    };
+    CUtensorMap tm_k{}, tm_v{};
+    bool tma = false;
+    if constexpr (Tr::kBulk) {
+      const int box_rows = p.block_table ? int(std::min<int64_t>(Tr::kBc, p.page_size)) : Tr::kBc;
+      tma = p.max_seqlen_k > 0 &&
+            make_cache_map<T>(&tm_k, p.k_cache, p.k_cache_strides, p, box_rows) &&
+            make_cache_map<T>(&tm_v, p.v_cache, p.v_cache_strides, p, box_rows);
+    }
+    if (tma) {
+      launch(Config<T, Tr::kHeadDim, true>{}, tm_k, tm_v);
+    } else {
+      launch(Config<T, Tr::kHeadDim, false>{}, tm_k, tm_v);
+    }
 
     // 3. Combine the splits through their lse.
     if (splits > 1) {

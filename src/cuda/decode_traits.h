@@ -3,10 +3,12 @@
 // One CTA = 4 warps works on one (split, batch b, KV head h_k, chunk of <= 64 query rows).
 // The query rows of a CTA are every (query head of the group, query position) pair that reads
 // K/V head h_k: rows = group_size * S_q, so K/V are read once per group (GQA packing).
-// Each key/value block K_j, V_j (B_c keys) is one pipeline stage of ~32 KB in shared memory.
-// kBulk: the stage is filled by the Hopper copy engine (cp.async.bulk, one copy per K/V row,
-// completing on an mbarrier), rows padded by 16 bytes against bank conflicts. Otherwise
-// (sm_80 path) by cp.async 16-byte copies into an XOR-swizzled tile.
+// Each key/value block K_j, V_j (B_c keys) is one pipeline stage of 32 KB in shared memory.
+// kBulk (sm_90): the stage is filled by the Tensor Memory Accelerator: a few tiled tensor copies
+// (cp.async.bulk.tensor, boxes of 128 bytes x B_c rows with the 128-byte swizzle) issued by one
+// thread and completing on a "full" mbarrier; warps release a stage on an "empty" mbarrier, so
+// there is no CTA-wide barrier per block. Otherwise (sm_80 path) every thread issues 16-byte
+// cp.async copies into an XOR-swizzled tile.
 #pragma once
 
 #include <cstdint>
@@ -30,30 +32,43 @@ struct DecodeTraits {
   static constexpr int kKeyChunk = 16;                // keys per warp step (mma K of P V)
   static constexpr int kVec = 16 / int(sizeof(T));    // elements per 16-byte vector
   static constexpr int kVecsPerRow = kD / kVec;       // >= 8: the XOR swizzle needs 8
-  static constexpr int kBc = 32 * 1024 / (2 * kD * int(sizeof(T)));  // B_c, keys per block
-  static constexpr int kRowStride = kD + (kBulk ? kVec : 0);         // elements between tile rows
-  static constexpr int kStageBytes = 2 * kBc * kRowStride * int(sizeof(T));  // K_j + V_j
-  static constexpr int kStages = 3;                                    // cp.async pipeline depth
+  // One K_j + V_j stage is 32 KB and the pipeline 96 KB (3 stages; two CTAs per SM for D <= 128
+  // with <= 16 query rows). Measured on H200 with the tensor-copy path: 16 KB stages x 6 and
+  // 8 KB x 12 reach only 70% / 47% of copy bandwidth at B=32 L=8k (32 KB x 3: 91%).
+  static constexpr int kStageTarget = 32 * 1024;
+  static constexpr int kBcRaw = kStageTarget / (2 * kD * int(sizeof(T)));
+  static constexpr int kBc = kBcRaw < 16 ? 16 : kBcRaw;              // B_c, keys per block
+  static constexpr int kRowStride = kD;                              // elements between Q_i rows
+  static constexpr int kStageBytes = 2 * kBc * kD * int(sizeof(T));  // K_j + V_j
+  static constexpr int kStagesRaw = 96 * 1024 / kStageBytes;
+  static constexpr int kStages = kBulk ? (kStagesRaw < 3 ? 3 : kStagesRaw) : 3;  // pipeline depth
+  // Tensor-copy path: a K_j (or V_j) tile is kDBoxes boxes of [B_c][128 bytes] (128/sizeof(T)
+  // head-dim columns each), 128-byte swizzled: 16-byte chunk c of row r sits at chunk c ^ (r % 8).
+  static constexpr int kBoxCols = 128 / int(sizeof(T));
+  static constexpr int kDBoxes = kD / kBoxCols;
+  static constexpr int kSmemAlign = kBulk ? 1024 : 0;  // the swizzle repeats every 1024 bytes
   static constexpr int kVecsPerThread = kBc * kVecsPerRow / kThreads;  // per tile per stage
   static constexpr int kOStride = kD + 4;  // fp32 row stride of the O scratch
 
   static_assert(kVecsPerRow >= 8, "swizzle needs >= 8 vectors per row");
+  static_assert(kD % kBoxCols == 0, "a row is a whole number of 128-byte boxes");
+  static_assert(kBc <= 256 && kBc % 16 == 0, "tensor-copy box rows");
   static_assert(kBc % kKeyChunk == 0, "B_c must be a multiple of 16 keys");
   static_assert(kBc * kVecsPerRow % kThreads == 0, "tile must split evenly over threads");
   static_assert(kWarps * kRowTile * kOStride * 4 <= kStages * kStageBytes,
                 "epilogue O scratch must fit in the pipeline buffers");
 
-  // Shared memory: Q_i (rows rounded up to 16) | K_j,V_j stages (reused for the O merge) |
-  // per-warp m, l | per-warp P tile (fp32 path only).
+  // Shared memory: K_j,V_j stages (reused for the O merge; 1024-byte aligned) | Q_i (rows
+  // rounded up to 16) | per-warp m, l | per-warp P tile (fp32 path only) | mbarriers.
   static constexpr int64_t q_bytes(int64_t rows_cta) {
     return ((rows_cta + kRowTile - 1) / kRowTile) * kRowTile * kRowStride * int64_t(sizeof(T));
   }
   static constexpr int64_t ml_bytes() { return 2 * kWarps * kRowTile * 4; }
   static constexpr int64_t p_bytes() { return kWarps * kRowTile * kKeyChunk * 4; }
-  static constexpr int64_t barrier_bytes() { return 8 * kStages; }
+  static constexpr int64_t barrier_bytes() { return 2 * 8 * kStages; }  // full + empty
   static constexpr int64_t smem_bytes(int64_t rows_cta) {
-    return q_bytes(rows_cta) + int64_t(kStages) * kStageBytes + ml_bytes() + p_bytes() +
-           barrier_bytes();
+    return kSmemAlign + q_bytes(rows_cta) + int64_t(kStages) * kStageBytes + ml_bytes() +
+           p_bytes() + barrier_bytes();
   }
 };
 
@@ -63,9 +78,13 @@ constexpr int64_t kDecodeMinKeysPerSplit = 256;
 constexpr int64_t kDecodeMaxSplits = 256;
 
 // Tuning / test hook (not part of the public API): how K/V reach shared memory and whether
-// the combine kernel uses programmatic dependent launch. Defaults: the Hopper copy engine and
-// PDL on sm_90+, cp.async elsewhere.
+// the combine kernel uses programmatic dependent launch. Defaults: tensor copies (TMA) and PDL
+// on sm_90+, cp.async elsewhere (and on sm_90 when a tensor map cannot describe the cache).
+// kBulk = the TMA tensor-copy path.
 enum class DecodeCopyMode : int { kAuto = 0, kCpAsync = 1, kBulk = 2 };
 void decode_set_tuning(DecodeCopyMode mode, bool allow_pdl);
+// Tuning / test hook: L2 promotion of the K/V tensor maps, in bytes (0, 64, 128 or 256; default
+// 256: the DRAM fetch covers a whole 256-byte row for a 128-byte box row).
+void decode_set_tma_l2_promotion(int bytes);
 
 }  // namespace flashmin::cuda

@@ -5,6 +5,11 @@
 //     tests/cuda/decode_check.cu src/cuda/decode.cu src/cuda/cuda_error.cpp -o /tmp/decode_check
 //   /tmp/decode_check          (correctness, then timings; exit code != 0 on any failure)
 //   /tmp/decode_check --no-bench
+//   /tmp/decode_check --bench-only
+// Timing: median of CUDA-event times of single calls, two ways: "serial" (the GPU idles while
+// the host prepares each call: host launch overhead included) and "queued" (a 256 MB memset,
+// which also flushes L2, runs before the start event, as triton.testing.do_bench does, so the
+// host work overlaps it: comparable with the SDPA numbers of decode_sdpa_bench.py).
 //
 // Correctness: float64 host reference on the dtype-rounded inputs; every cache position beyond
 // a sequence's length (and every slot the append must fill) starts as NaN, unused block-table
@@ -417,6 +422,31 @@ float median(std::vector<float> v) {
   return v[v.size() / 2];
 }
 
+void* g_flush = nullptr;  // 256 MB, memset before each queued rep
+const size_t kFlushBytes = size_t(256) << 20;
+
+template <class F>
+float time_ms_queued(F&& f, int reps) {
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  for (int i = 0; i < 3; ++i) f();
+  std::vector<float> ts;
+  for (int i = 0; i < reps; ++i) {
+    CK(cudaMemsetAsync(g_flush, i & 0xff, kFlushBytes));
+    CK(cudaEventRecord(a));
+    f();
+    CK(cudaEventRecord(b));
+    CK(cudaEventSynchronize(b));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    ts.push_back(ms);
+  }
+  CK(cudaEventDestroy(a));
+  CK(cudaEventDestroy(b));
+  return median(ts);
+}
+
 template <class F>
 float time_ms(F&& f, int reps = 30) {
   cudaEvent_t a, b;
@@ -451,7 +481,7 @@ void bench_copy() {
   std::printf("BENCH copy 4 GiB D2D: %.3f ms -> %.1f GB/s (read + write)\n", ms, g_copy_gbs);
 }
 
-void bench(int B, int L, int splits, int page_size, int Sq = 1) {
+void bench(int B, int L, std::vector<int> split_list, int page_size, int Sq = 1) {
   const int Hq = 32, Hk = 8, D = 128;
   const int64_t kv_elems = int64_t(B) * Hk * L * D;
   DevBuf q(size_t(B) * Hq * Sq * D * 2), k(kv_elems * 2), v(kv_elems * 2),
@@ -497,23 +527,27 @@ void bench(int B, int L, int splits, int page_size, int Sq = 1) {
     p.k_cache_strides = p.v_cache_strides = Strides{int64_t(Hk) * L * D, int64_t(L) * D, D};
   }
   p.max_seqlen_k = L;
-  p.num_splits = splits;
   int sms;
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  const int64_t ws = flashmin::cuda::decode_plan(p, sms);
-  DevBuf dws{size_t(ws)};
-  p.workspace = dws.p;
-  p.workspace_bytes = ws;
-  const float ms = time_ms([&] { flashmin::cuda::decode(p, nullptr); }, 50);
-  CK(cudaDeviceSynchronize());
-  const double bytes = 2.0 * kv_elems * 2;
-  const double gbs = bytes / (ms * 1e-3) / 1e9;
-  std::printf(
-      "BENCH %-11s B=%-3d L=%-6d Sq=%d Hq=32 Hk=8 D=128 bf16 %-10s splits=%-3lld time=%8.1f us  "
-      "K+V "
-      "%7.1f GB/s  %5.1f%% of copy\n",
-      g_mode, B, L, Sq, page_size ? ("paged" + std::to_string(page_size)).c_str() : "contiguous",
-      (long long)p.num_splits, ms * 1e3, gbs, 100.0 * gbs / g_copy_gbs);
+  for (int splits : split_list) {
+    DecodeParams pp = p;
+    pp.num_splits = splits;
+    const int64_t ws = flashmin::cuda::decode_plan(pp, sms);
+    DevBuf dws{size_t(ws)};
+    pp.workspace = dws.p;
+    pp.workspace_bytes = ws;
+    const float ms_q = time_ms_queued([&] { flashmin::cuda::decode(pp, nullptr); }, 50);
+    const float ms_s = time_ms([&] { flashmin::cuda::decode(pp, nullptr); }, 50);
+    CK(cudaDeviceSynchronize());
+    const double bytes = 2.0 * kv_elems * 2;
+    const double gbs = bytes / (ms_q * 1e-3) / 1e9;
+    std::printf(
+        "BENCH %-8s B=%-3d L=%-6d Sq=%d %-10s splits=%-3lld%s queued=%7.1f us K+V %7.1f GB/s "
+        "%5.1f%% of copy | serial=%7.1f us %7.1f GB/s\n",
+        g_mode, B, L, Sq, page_size ? ("paged" + std::to_string(page_size)).c_str() : "contiguous",
+        (long long)pp.num_splits, splits == 0 ? "(h)" : "   ", ms_q * 1e3, gbs,
+        100.0 * gbs / g_copy_gbs, ms_s * 1e3, bytes / (ms_s * 1e-3) / 1e9);
+  }
 }
 
 }  // namespace
@@ -644,6 +678,45 @@ void correctness_suite() {
     c.name = "invalid page index -> NaN";
     run_case(c);
   }
+  // 9. Tensor-copy specifics: several sub-blocks per block (pages smaller than B_c: bf16 D64
+  //    B_c 128 with page 32, fp32 D256 B_c 16 with page 16), head dim 8 (one partial box),
+  //    a single KV head and batch 1 (size-1 axes), lengths ending mid-box.
+  {
+    Case c;
+    c.D = 64;
+    c.B = 3;
+    c.S_max = 700;
+    c.seqlens = {700, 129, 383};
+    c.paged = true;
+    c.page_size = 32;
+    c.splits = {1, 3};
+    c.name = "D64 paged32 (4 sub-blocks per block)";
+    run_case(c);
+    c.dt = DType::kFloat32;
+    c.D = 256;
+    c.page_size = 16;
+    c.name = "f32 D256 paged16";
+    run_case(c);
+    Case d;
+    d.D = 8;
+    d.B = 1;
+    d.Hq = 4;
+    d.Hk = 1;
+    d.S_max = 1000;
+    d.seqlens = {997};
+    d.splits = {1, 5, 0};
+    d.name = "D8 B1 Hk1";
+    run_case(d);
+    for (DType dt : {DType::kFloat16, DType::kFloat32}) {
+      d.dt = dt;
+      d.D = 96;
+      d.Sq = 3;
+      d.S_max = 4111;
+      d.seqlens = {4099};
+      d.name = "D96 Sq3 L4099";
+      run_case(d);
+    }
+  }
   // 8. seqlens == nullptr (every sequence S_max), long sequence with heuristic split.
   {
     Case c;
@@ -670,62 +743,71 @@ void correctness_suite() {
 int main(int argc, char** argv) {
   using flashmin::cuda::DecodeCopyMode;
   const bool do_bench = !(argc > 1 && std::strcmp(argv[1], "--no-bench") == 0);
+  const bool do_check = !(argc > 1 && std::strcmp(argv[1], "--bench-only") == 0);
+  // --bench-only --l2: also sweep the tensor maps' L2 promotion.
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs, cc %d.%d\n", prop.name, prop.multiProcessorCount, prop.major,
               prop.minor);
   const bool hopper = prop.major >= 9;
 
-  // Correctness of both copy paths (the bulk path exists on sm_90+ only).
-  flashmin::cuda::decode_set_tuning(DecodeCopyMode::kCpAsync, true);
-  std::printf("=== copy path: cp.async\n");
-  correctness_suite();
-  const int fail_cp = g_failures;
-  if (hopper) {
-    flashmin::cuda::decode_set_tuning(DecodeCopyMode::kBulk, true);
-    std::printf("=== copy path: bulk (sm_90 copy engine + mbarrier)\n");
+  // Correctness of both copy paths (the tensor-copy path exists on sm_90+ only).
+  if (do_check) {
+    flashmin::cuda::decode_set_tuning(DecodeCopyMode::kCpAsync, true);
+    std::printf("=== copy path: cp.async\n");
     correctness_suite();
+    const int fail_cp = g_failures;
+    if (hopper) {
+      flashmin::cuda::decode_set_tuning(DecodeCopyMode::kBulk, true);
+      std::printf("=== copy path: bulk (sm_90 TMA tensor copies + mbarriers)\n");
+      correctness_suite();
+    }
+    std::printf("correctness: %d checks, %d failures (cp.async %d, bulk %d)\n", g_cases, g_failures,
+                fail_cp, g_failures - fail_cp);
   }
-  std::printf("correctness: %d checks, %d failures (cp.async %d, bulk %d)\n", g_cases, g_failures,
-              fail_cp, g_failures - fail_cp);
 
   if (do_bench) {
+    CK(cudaMalloc(&g_flush, kFlushBytes));
     bench_copy();
-    for (int mode = 0; mode < (hopper ? 2 : 1); ++mode) {
-      const bool bulk = mode == 1;
-      flashmin::cuda::decode_set_tuning(bulk ? DecodeCopyMode::kBulk : DecodeCopyMode::kCpAsync,
-                                        true);
-      g_mode = bulk ? "bulk" : "cp.async";
-      bench(1, 65536, 0, 0);
-      if (bulk) {
-        for (int s : {16, 24, 32, 48, 64, 96, 128}) bench(1, 65536, s, 0);
-        bench(1, 65536, 0, 256);
-      }
-      bench(8, 8192, 0, 0);
-      if (bulk) {
-        for (int s : {4, 6, 12, 16}) bench(8, 8192, s, 0);
-        bench(8, 8192, 0, 256);
-        bench(8, 8192, 0, 16);
-      }
-      bench(64, 1024, 0, 0);
-      bench(64, 1024, 1, 0);
-      bench(64, 2048, 0, 0);
-      bench(64, 4096, 0, 0);
-      bench(64, 4096, 1, 0);
-      bench(32, 8192, 0, 0);
-      bench(32, 8192, 1, 0);
-      if (bulk) {
-        bench(32, 8192, 0, 16);
-        bench(32, 8192, 0, 256);
-        bench(32, 8192, 0, 0, 4);
-        bench(32, 8192, 0, 0, 16);
+    flashmin::cuda::decode_set_tuning(hopper ? DecodeCopyMode::kBulk : DecodeCopyMode::kCpAsync,
+                                      true);
+    g_mode = hopper ? "bulk" : "cp.async";
+    bench(1, 65536, {0, 16, 24, 32, 40, 48, 64, 66}, 0);
+    bench(8, 8192, {0, 2, 3, 4, 8}, 0);
+    bench(16, 4096, {0, 1, 2, 4}, 0);
+    bench(32, 8192, {0, 1, 2}, 0);
+    bench(64, 2048, {0, 1, 2}, 0);
+    bench(64, 4096, {0, 1}, 0);
+    bench(128, 2048, {0, 1}, 0);
+    bench(64, 1024, {0, 1, 2}, 0);
+    bench(32, 8192, {0}, 16);
+    bench(32, 8192, {0}, 256);
+    bench(8, 8192, {0}, 16);
+    bench(32, 8192, {0}, 0, 4);
+    if (hopper) {
+      flashmin::cuda::decode_set_tuning(DecodeCopyMode::kCpAsync, true);
+      g_mode = "cp.async";
+      bench(1, 65536, {0}, 0);
+      bench(32, 8192, {0}, 0);
+      flashmin::cuda::decode_set_tuning(DecodeCopyMode::kBulk, false);
+      g_mode = "no-PDL";
+      bench(1, 65536, {0}, 0);
+      bench(8, 8192, {0}, 0);
+      if (argc > 2 && std::strcmp(argv[2], "--l2") == 0) {
+        flashmin::cuda::decode_set_tuning(DecodeCopyMode::kBulk, true);
+        for (int promo : {0, 128, 256}) {
+          flashmin::cuda::decode_set_tma_l2_promotion(promo);
+          static char mode[32];
+          std::snprintf(mode, sizeof(mode), "L2p%d", promo);
+          g_mode = mode;
+          bench(1, 65536, {32}, 0);
+          bench(8, 8192, {4}, 0);
+          bench(32, 8192, {1}, 0);
+        }
+        flashmin::cuda::decode_set_tma_l2_promotion(256);
       }
     }
-    flashmin::cuda::decode_set_tuning(DecodeCopyMode::kBulk, false);
-    g_mode = "bulk,no-PDL";
-    bench(1, 65536, 0, 0);
-    bench(8, 8192, 0, 0);
-    bench(64, 1024, 0, 0);
+    CK(cudaFree(g_flush));
   }
   return g_failures == 0 ? 0 : 1;
 }
