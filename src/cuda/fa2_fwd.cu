@@ -12,9 +12,14 @@
 // and at the end writes O_i / l_i and lse_i = ln(sum exp(scores)) once.
 //
 // Memory path: cp.async (zero-filling rows/cols outside the tensor) into padded smem tiles;
-// ldmatrix for Q/K fragments, ldmatrix.trans for V. K_j and V_j are separate cp.async groups
-// in a kStages-deep ring, so K_{j+1}, V_{j+1} stream in while block j is computed, and V_j
-// only has to land by the time P_ij V_j starts.
+// ldmatrix for Q/K fragments, ldmatrix.trans for V. K_j and V_j are separate cp.async groups,
+// either in a kStages-deep ring (K_{j+1}, V_{j+1} stream in while block j is computed, and V_j
+// only has to land by the time P_ij V_j starts) or, with kStages = 1, in one buffer each (FA2's
+// order: V_j lands during S_ij = Q_i K_j^T, K_{j+1} during the softmax and P_ij V_j).
+//
+// Warp pairs (kSplit = 2, used at d256): two warps share 16 kMt rows; each computes S_ij for half
+// of the keys of K_j and O_i for half of the head dim, swapping row maxima and P_ij fragments
+// through smem, so that O_i fits in registers with two row tiles per warp.
 //
 // Family: "sm80" = mma.sync/ldmatrix/cp.async (runs on sm_80 .. sm_90). It is chosen at launch
 // from the device's compute capability, so an sm90 family (wgmma + TMA) can sit beside it.
@@ -86,6 +91,13 @@ __device__ __forceinline__ float quad_sum(float x) {
   return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
+// Named barrier of the warps of one row group (id 0 is __syncthreads); also orders their smem
+// accesses around it.
+template <int kThreadsInGroup>
+__device__ __forceinline__ void group_barrier(int id) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "n"(kThreadsInGroup) : "memory");
+}
+
 // Kernel arguments derived once on the host.
 struct Fa2FwdArgs {
   float scale_log2;  // |scale| * log2(e), clamped away from 0 so that -inf * scale stays -inf
@@ -97,11 +109,15 @@ struct Fa2FwdArgs {
 }  // namespace fa2_fwd_detail
 
 // ------------------------------------------------------------------------------------------
-// The kernel. Register tiles of one warp (g = lane / 4, t = lane % 4, mma C layout):
-//   S_ij : [kMt][B_c / 8][4] fp32  element (16 mt + g + 8 (e / 2), 8 nt + 2 t + e % 2)
-//   O_i  : [kMt][kD / 8][4]  fp32  same layout over head-dim columns
-//   m_i, l_i : [kMt][2]            rows 16 mt + g and 16 mt + g + 8 (l_i: this thread's partial
-//                                  sum over its columns; the quad is summed once at the end)
+// The kernel. Warp w belongs to row group w / kSplit (16 * kMt rows of Q_i) and is half
+// h = w % kSplit of it: it computes S_ij for keys [h kBcW, (h + 1) kBcW) of each K_j and O_i for
+// head-dim columns [h kDW, (h + 1) kDW) (kSplit = 1: all keys, all columns).
+// Register tiles of one warp (g = lane / 4, t = lane % 4, mma C layout):
+//   S_ij : [kMt][kBcW / 8][4] fp32  element (16 mt + g + 8 (e / 2), 8 nt + 2 t + e % 2)
+//   O_i  : [kMt][kDW / 8][4]  fp32  same layout over this warp's head-dim columns
+//   m_i, l_i : [kMt][2]             rows 16 mt + g and 16 mt + g + 8 (m_i: identical in both
+//                                   warps of a pair; l_i: this thread's partial sum over its
+//                                   keys, summed over the quad and the pair once at the end)
 // ------------------------------------------------------------------------------------------
 template <typename T, class Tr>
 __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinCtas)
@@ -109,20 +125,32 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinCtas)
   using namespace fa2_fwd_detail;
   using Mma = MmaType<T>;
   constexpr int kD = Tr::kD, B_r = Tr::kBr, B_c = Tr::kBc, kStages = Tr::kStages;
-  constexpr int kMt = Tr::kMt;
+  constexpr int kMt = Tr::kMt, kSplit = Tr::kSplit;
   constexpr int kLd = Tr::kSmemStride;
-  constexpr int kNt = B_c / 8;  // n8 tiles of S_ij
-  constexpr int kDt = kD / 8;   // n8 tiles of O_i
-  constexpr int kKs = kD / 16;  // k16 steps of Q K^T
+  constexpr int kBcW = Tr::kBcW;  // keys of S_ij per warp
+  constexpr int kDW = Tr::kDW;    // head-dim columns of O_i per warp
+  constexpr int kNt = kBcW / 8;   // n8 tiles of the warp's S_ij
+  constexpr int kDt = kDW / 8;    // n8 tiles of the warp's O_i
+  constexpr int kKs = kD / 16;    // k16 steps of Q K^T
+  constexpr int kKw = kBcW / 16;  // k16 steps of P V over the warp's own keys
+  // Unrolling all 16 k-steps at kD = 256 lets ptxas hoist so many fragment loads that it spills;
+  // 8 at a time keeps them in registers.
+  constexpr int kKsUnroll = (kKs > 8 && kKs % 8 == 0) ? 8 : kKs;
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* sQ = reinterpret_cast<T*>(smem_raw);  // Q_i : (B_r, kD); reused to stage O_i at the end
   T* sK = sQ + B_r * kLd;                  // K_j : kStages x (B_c, kD)
   T* sV = sK + kStages * B_c * kLd;        // V_j : kStages x (B_c, kD)
+  // Pair exchange (kSplit == 2), per warp: row maxima / row sums [2 kMt][32 lanes] fp32, then
+  // its P_ij fragments [kKw * kMt][32 lanes] uint4 (lane-contiguous: conflict-free).
+  float* xM = reinterpret_cast<float*>(sV + kStages * B_c * kLd);
+  uint4* xP = reinterpret_cast<uint4*>(xM + Tr::kWarps * Tr::kXchgMaxFloats);
 
   const int tid = threadIdx.x;
   const int warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4;
+  const int group = warp / kSplit, half = warp % kSplit;
+  const int partner = warp ^ 1;  // the other warp of the pair (kSplit == 2 only)
 
   // Grid: one CTA per (b, h, i), i running backwards inside each (b, h): the long causal blocks
   // start first and the last wave is made of short ones; CTAs of one head stay adjacent (L2).
@@ -155,7 +183,9 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinCtas)
   }
   const int T_c = (n_end + B_c - 1) / B_c;
 
-  const int warp_row = warp * 16 * kMt;  // first row of this warp inside Q_i
+  const int warp_row = group * 16 * kMt;  // first row of this warp's row group inside Q_i
+  const int key0 = half * kBcW;           // first key of this warp's S_ij inside K_j
+  const int col0 = half * kDW;            // first head-dim column of this warp's O_i
 
   // Key limit (exclusive) of row warp_row + 16 mt + g + 8 hh in the masked blocks:
   // min(S_k, max(0, diag + 16 mt + 8 hh)). Non-causal: diag large, so the limit is S_k.
@@ -176,22 +206,27 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinCtas)
   }
 
   if (T_c > 0) {
-    // ---- prologue: Q_i, then K_0..K_{kStages-2} / V_0.. (one cp.async group per tile) ----
+    // ---- prologue: Q_i, then the first K (and V) tiles, one cp.async group per tile ----
     load_tile_async<Tr, B_r>(sQ, Q, p.q_strides.seq, rows_q, chunks_valid, tid);
     cp_async_commit();
+    if constexpr (kStages == 1) {
+      load_tile_async<Tr, B_c>(sK, K, p.k_strides.seq, min(B_c, S_k), chunks_valid, tid);
+      cp_async_commit();
+    } else {
 #pragma unroll
-    for (int s = 0; s < kStages - 1; ++s) {
-      if (s < T_c) {
-        const int rows = min(B_c, S_k - s * B_c);
-        load_tile_async<Tr, B_c>(sK + s * B_c * kLd, K + int64_t(s) * B_c * p.k_strides.seq,
-                                 p.k_strides.seq, rows, chunks_valid, tid);
-        cp_async_commit();
-        load_tile_async<Tr, B_c>(sV + s * B_c * kLd, V + int64_t(s) * B_c * p.v_strides.seq,
-                                 p.v_strides.seq, rows, chunks_valid, tid);
-        cp_async_commit();
-      } else {
-        cp_async_commit();  // keep the group count fixed: waits below count groups
-        cp_async_commit();
+      for (int s = 0; s < kStages - 1; ++s) {
+        if (s < T_c) {
+          const int rows = min(B_c, S_k - s * B_c);
+          load_tile_async<Tr, B_c>(sK + s * B_c * kLd, K + int64_t(s) * B_c * p.k_strides.seq,
+                                   p.k_strides.seq, rows, chunks_valid, tid);
+          cp_async_commit();
+          load_tile_async<Tr, B_c>(sV + s * B_c * kLd, V + int64_t(s) * B_c * p.v_strides.seq,
+                                   p.v_strides.seq, rows, chunks_valid, tid);
+          cp_async_commit();
+        } else {
+          cp_async_commit();  // keep the group count fixed: waits below count groups
+          cp_async_commit();
+        }
       }
     }
 
@@ -200,7 +235,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinCtas)
     const T* sQ_lane = sQ + (warp_row + (lane & 15)) * kLd + 8 * (lane >> 4);
     uint32_t Qf[Tr::kQInRegs ? kMt : 1][Tr::kQInRegs ? kKs : 1][4];
     if constexpr (Tr::kQInRegs) {
-      cp_async_wait<2 * (kStages - 1)>();  // Q_i landed
+      cp_async_wait<kStages == 1 ? 1 : 2 * (kStages - 1)>();  // Q_i landed
       __syncthreads();
 #pragma unroll
       for (int mt = 0; mt < kMt; ++mt)
@@ -216,24 +251,34 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinCtas)
     const int v_lane_off = (lane & 15) * kLd + 8 * (lane >> 4);
 
     for (int j = 0; j < T_c; ++j) {
-      const T* sKj = sK + (j % kStages) * B_c * kLd;  // K_j : (B_c, kD)
-      const T* sVj = sV + (j % kStages) * B_c * kLd;  // V_j : (B_c, kD)
+      const int buf = kStages == 1 ? 0 : j % kStages;
+      const T* sKj = sK + buf * B_c * kLd;  // K_j : (B_c, kD)
+      const T* sVj = sV + buf * B_c * kLd;  // V_j : (B_c, kD)
 
-      // K_j landed (V_j and later may still be in flight). The barrier also tells every warp
-      // that all warps are done with iteration j-1, whose buffer the prefetch below refills.
-      cp_async_wait<2 * kStages - 3>();
-      __syncthreads();
+      if constexpr (kStages == 1) {
+        // K_j landed. The barrier also tells every warp that all warps are done with
+        // P_{i,j-1} V_{j-1} (and with the pair exchange of j-1): V_j may overwrite its buffer.
+        cp_async_wait<0>();
+        __syncthreads();
+        const int rows = min(B_c, S_k - j * B_c);
+        load_tile_async<Tr, B_c>(sV, V + int64_t(j) * B_c * p.v_strides.seq, p.v_strides.seq, rows,
+                                 chunks_valid, tid);
+        cp_async_commit();
+      } else {
+        // K_j landed (V_j and later may still be in flight). The barrier also tells every warp
+        // that all warps are done with iteration j-1, whose buffer the prefetch below refills.
+        cp_async_wait<2 * kStages - 3>();
+        __syncthreads();
 
-      // ---- prefetch K_{j+kStages-1}, V_{j+kStages-1} into the buffer of iteration j-1
-      {
+        // ---- prefetch K_{j+kStages-1}, V_{j+kStages-1} into the buffer of iteration j-1
         const int jn = j + kStages - 1;
-        const int buf = jn % kStages;
+        const int bn = jn % kStages;
         if (jn < T_c) {
           const int rows = min(B_c, S_k - jn * B_c);
-          load_tile_async<Tr, B_c>(sK + buf * B_c * kLd, K + int64_t(jn) * B_c * p.k_strides.seq,
+          load_tile_async<Tr, B_c>(sK + bn * B_c * kLd, K + int64_t(jn) * B_c * p.k_strides.seq,
                                    p.k_strides.seq, rows, chunks_valid, tid);
           cp_async_commit();
-          load_tile_async<Tr, B_c>(sV + buf * B_c * kLd, V + int64_t(jn) * B_c * p.v_strides.seq,
+          load_tile_async<Tr, B_c>(sV + bn * B_c * kLd, V + int64_t(jn) * B_c * p.v_strides.seq,
                                    p.v_strides.seq, rows, chunks_valid, tid);
           cp_async_commit();
         } else {
@@ -242,7 +287,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinCtas)
         }
       }
 
-      // ---- S_ij = Q_i K_j^T : (16 kMt, B_c) per warp ----
+      // ---- S_ij = Q_i K_j^T : (16 kMt, kBcW) per warp, keys key0 .. key0 + kBcW of K_j ----
       float S[kMt][kNt][4];
 #pragma unroll
       for (int mt = 0; mt < kMt; ++mt)
@@ -250,7 +295,8 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinCtas)
         for (int nt = 0; nt < kNt; ++nt)
 #pragma unroll
           for (int e = 0; e < 4; ++e) S[mt][nt][e] = 0.f;
-#pragma unroll
+      const T* sKw = sKj + key0 * kLd + k_lane_off;
+#pragma unroll(kKsUnroll)
       for (int ks = 0; ks < kKs; ++ks) {
         uint32_t Qs[kMt][4];  // Q_i[:, 16 ks : 16 ks + 16]
 #pragma unroll
@@ -265,7 +311,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinCtas)
 #pragma unroll
         for (int np = 0; np < kNt / 2; ++np) {
           uint32_t Kf[4];  // K_j[16 np : 16 np + 16, 16 ks : 16 ks + 16] as two B fragments
-          ldmatrix_x4(Kf, sKj + 16 * np * kLd + 16 * ks + k_lane_off);
+          ldmatrix_x4(Kf, sKw + 16 * np * kLd + 16 * ks);
           const uint32_t b0[2] = {Kf[0], Kf[1]};
           const uint32_t b1[2] = {Kf[2], Kf[3]};
 #pragma unroll
@@ -286,7 +332,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinCtas)
             for (int e = 0; e < 4; ++e) S[mt][nt][e] = -S[mt][nt][e];
       }
       if ((j + 1) * B_c > n_full) {
-        const int n0 = j * B_c;
+        const int n0 = j * B_c + key0;
 #pragma unroll
         for (int mt = 0; mt < kMt; ++mt)
 #pragma unroll
@@ -299,20 +345,49 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinCtas)
             }
       }
 
+      if constexpr (kStages == 1) {
+        // V_j landed; every warp is done reading K_j, so K_{j+1} may overwrite its buffer and
+        // stream in during the softmax and P_ij V_j.
+        cp_async_wait<0>();
+        __syncthreads();
+        if (j + 1 < T_c) {
+          const int rows = min(B_c, S_k - (j + 1) * B_c);
+          load_tile_async<Tr, B_c>(sK, K + int64_t(j + 1) * B_c * p.k_strides.seq, p.k_strides.seq,
+                                   rows, chunks_valid, tid);
+          cp_async_commit();
+        }
+      }
+
       // ---- online softmax: m_i, l_i, P_ij = exp2(S_ij * scale' - m_i') ----
+      float mx[kMt][2];  // m_i' = max(m_i, rowmax(S_ij))
 #pragma unroll
       for (int mt = 0; mt < kMt; ++mt)
 #pragma unroll
         for (int hh = 0; hh < 2; ++hh) {
-          float mx = m_i[mt][hh];
+          float x = m_i[mt][hh];
 #pragma unroll
           for (int nt = 0; nt < kNt; ++nt)
-            mx = fmaxf(mx, fmaxf(S[mt][nt][2 * hh], S[mt][nt][2 * hh + 1]));
-          mx = quad_max(mx);
+            x = fmaxf(x, fmaxf(S[mt][nt][2 * hh], S[mt][nt][2 * hh + 1]));
+          mx[mt][hh] = quad_max(x);
+        }
+      if constexpr (kSplit == 2) {
+        // The pair's other half of the keys: both warps end with the same m_i'.
+#pragma unroll
+        for (int r = 0; r < 2 * kMt; ++r) xM[(warp * 2 * kMt + r) * 32 + lane] = mx[r / 2][r % 2];
+        group_barrier<64>(1 + group);
+#pragma unroll
+        for (int r = 0; r < 2 * kMt; ++r)
+          mx[r / 2][r % 2] = fmaxf(mx[r / 2][r % 2], xM[(partner * 2 * kMt + r) * 32 + lane]);
+      }
+#pragma unroll
+      for (int mt = 0; mt < kMt; ++mt)
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+          const float m_new = mx[mt][hh];
           // A row that has seen no key yet keeps m = -inf; subtract 0 instead so exp2 gives 0.
-          const float m_scaled = mx == -INFINITY ? 0.f : mx * args.scale_log2;
+          const float m_scaled = m_new == -INFINITY ? 0.f : m_new * args.scale_log2;
           const float alpha = fast_exp2(m_i[mt][hh] * args.scale_log2 - m_scaled);
-          m_i[mt][hh] = mx;
+          m_i[mt][hh] = m_new;
           float rowsum = 0.f;
 #pragma unroll
           for (int nt = 0; nt < kNt; ++nt)
@@ -329,32 +404,76 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinCtas)
           }
         }
 
-      cp_async_wait<2 * (kStages - 1)>();  // V_j landed
-      __syncthreads();
+      if constexpr (kStages >= 2) {
+        cp_async_wait<2 * (kStages - 1)>();  // V_j landed
+        __syncthreads();
+      }
 
-      // ---- O_i += P_ij V_j : P_ij (16 kMt, B_c) from registers, V_j (B_c, kD) ----
-#pragma unroll
-      for (int kk = 0; kk < B_c / 16; ++kk) {
-        // The C fragments of S tiles 2kk, 2kk+1 are exactly the A fragment of keys 16kk..+16.
-        uint32_t Pf[kMt][4];
-#pragma unroll
-        for (int mt = 0; mt < kMt; ++mt) {
-          Pf[mt][0] = Mma::pack(S[mt][2 * kk][0], S[mt][2 * kk][1]);
-          Pf[mt][1] = Mma::pack(S[mt][2 * kk][2], S[mt][2 * kk][3]);
-          Pf[mt][2] = Mma::pack(S[mt][2 * kk + 1][0], S[mt][2 * kk + 1][1]);
-          Pf[mt][3] = Mma::pack(S[mt][2 * kk + 1][2], S[mt][2 * kk + 1][3]);
-        }
+      // ---- O_i += P_ij V_j : P (16 kMt, 16) k-step times V_j (16, kDW) at key row kr ----
+      auto pv_step = [&](const uint32_t (&P)[kMt][4], int kr) {
+        const T* sVk = sVj + kr * kLd + col0 + v_lane_off;
 #pragma unroll
         for (int dp = 0; dp < kDt / 2; ++dp) {
-          uint32_t Vf[4];  // V_j[16 kk : 16 kk + 16, 16 dp : 16 dp + 16] as two B fragments
-          ldmatrix_x4_trans(Vf, sVj + 16 * kk * kLd + 16 * dp + v_lane_off);
+          uint32_t Vf[4];  // V_j[kr : kr + 16, col0 + 16 dp : col0 + 16 dp + 16], two B fragments
+          ldmatrix_x4_trans(Vf, sVk + 16 * dp);
           const uint32_t b0[2] = {Vf[0], Vf[1]};
           const uint32_t b1[2] = {Vf[2], Vf[3]};
 #pragma unroll
           for (int mt = 0; mt < kMt; ++mt) {
-            Mma::mma(O[mt][2 * dp], Pf[mt], b0);
-            Mma::mma(O[mt][2 * dp + 1], Pf[mt], b1);
+            Mma::mma(O[mt][2 * dp], P[mt], b0);
+            Mma::mma(O[mt][2 * dp + 1], P[mt], b1);
           }
+        }
+      };
+      // P_ij as A fragments: the C fragments of S tiles 2kk, 2kk+1 are exactly the A fragment
+      // of keys 16kk .. 16kk+16 (no smem round trip). kSplit == 2: all of them are packed first
+      // and published to the partner, which needs them for its half of O_i.
+      auto pack_p = [&](uint32_t (&P)[kMt][4], int kk) {
+#pragma unroll
+        for (int mt = 0; mt < kMt; ++mt) {
+          P[mt][0] = Mma::pack(S[mt][2 * kk][0], S[mt][2 * kk][1]);
+          P[mt][1] = Mma::pack(S[mt][2 * kk][2], S[mt][2 * kk][3]);
+          P[mt][2] = Mma::pack(S[mt][2 * kk + 1][0], S[mt][2 * kk + 1][1]);
+          P[mt][3] = Mma::pack(S[mt][2 * kk + 1][2], S[mt][2 * kk + 1][3]);
+        }
+      };
+      uint32_t Pown[kSplit == 2 ? kKw : 1][kMt][4];
+      if constexpr (kSplit == 2) {
+#pragma unroll
+        for (int kk = 0; kk < kKw; ++kk) {
+          pack_p(Pown[kk], kk);
+#pragma unroll
+          for (int mt = 0; mt < kMt; ++mt)
+            xP[(warp * kKw * kMt + kk * kMt + mt) * 32 + lane] =
+                make_uint4(Pown[kk][mt][0], Pown[kk][mt][1], Pown[kk][mt][2], Pown[kk][mt][3]);
+        }
+      }
+      // This warp's own keys first (no wait), then (kSplit == 2) the partner's.
+#pragma unroll
+      for (int kk = 0; kk < kKw; ++kk) {
+        if constexpr (kSplit == 2) {
+          pv_step(Pown[kk], key0 + 16 * kk);
+        } else {
+          uint32_t Pf[kMt][4];
+          pack_p(Pf, kk);
+          pv_step(Pf, key0 + 16 * kk);
+        }
+      }
+      if constexpr (kSplit == 2) {
+        group_barrier<64>(1 + group);  // the partner's P_ij fragments are in smem
+        const int pkey0 = (half ^ 1) * kBcW;
+#pragma unroll
+        for (int kk = 0; kk < kKw; ++kk) {
+          uint32_t Pp[kMt][4];
+#pragma unroll
+          for (int mt = 0; mt < kMt; ++mt) {
+            const uint4 v = xP[(partner * kKw * kMt + kk * kMt + mt) * 32 + lane];
+            Pp[mt][0] = v.x;
+            Pp[mt][1] = v.y;
+            Pp[mt][2] = v.z;
+            Pp[mt][3] = v.w;
+          }
+          pv_step(Pp, pkey0 + 16 * kk);
         }
       }
     }
@@ -363,21 +482,37 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinCtas)
   __syncwarp();
 
   // ---- epilogue: O_i = O_i / l_i, lse_i = m_i * scale + ln(l_i); rows with no key: 0, -inf --
-  T* sO = sQ;  // O_i : (B_r, kD), this warp's rows only (it alone read them as Q_i)
+  float l_row[kMt][2];
+#pragma unroll
+  for (int mt = 0; mt < kMt; ++mt)
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) l_row[mt][hh] = quad_sum(l_i[mt][hh]);
+  if constexpr (kSplit == 2) {
+    // m_i is identical in both warps of the pair, so their row sums simply add. (The partner
+    // read this warp's xM slot before the last P exchange barrier: it is free.)
+#pragma unroll
+    for (int r = 0; r < 2 * kMt; ++r) xM[(warp * 2 * kMt + r) * 32 + lane] = l_row[r / 2][r % 2];
+    group_barrier<64>(1 + group);
+#pragma unroll
+    for (int r = 0; r < 2 * kMt; ++r)
+      l_row[r / 2][r % 2] += xM[(partner * 2 * kMt + r) * 32 + lane];
+  }
+  // sO: this row group's rows only (only its warps read them as Q_i, and they are past that).
+  T* sO = sQ;
   float* lse = p.lse + (b * p.heads_q + h) * p.seqlen_q;
 #pragma unroll
   for (int mt = 0; mt < kMt; ++mt)
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
-      const float l = quad_sum(l_i[mt][hh]);
+      const float l = l_row[mt][hh];
       const float inv_l = l > 0.f ? 1.f / l : 0.f;
       const int r = warp_row + 16 * mt + g + 8 * hh;
 #pragma unroll
       for (int dt = 0; dt < kDt; ++dt) {
-        *reinterpret_cast<uint32_t*>(sO + r * kLd + 8 * dt + 2 * t) =
+        *reinterpret_cast<uint32_t*>(sO + r * kLd + col0 + 8 * dt + 2 * t) =
             Mma::pack(O[mt][dt][2 * hh] * inv_l, O[mt][dt][2 * hh + 1] * inv_l);
       }
-      if (t == 0 && r < rows_q) {
+      if (t == 0 && half == 0 && r < rows_q) {
         lse[m0 + r] = l > 0.f ? m_i[mt][hh] * args.scale_nat + __log2f(l) * kLn2 : -INFINITY;
       }
     }
@@ -398,7 +533,6 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinCtas)
     }
   }
 }
-
 // ------------------------------------------------------------------------------------------
 // Host side
 // ------------------------------------------------------------------------------------------

@@ -11,13 +11,21 @@ namespace flashmin::cuda {
 //   kD       head dim bucket (multiple of 32; the real head dim is zero-padded up to it)
 //   kBr      B_r: query rows per CTA (Q_i)
 //   kBc      B_c: key/value rows per inner step (K_j, V_j)
-//   kWarps   warps per CTA; warp w owns rows [w * kBr / kWarps, (w + 1) * kBr / kWarps) of Q_i,
-//            i.e. kMt = kBr / (16 * kWarps) m16 row tiles (one 16-row tile in the FA2 paper;
-//            two tiles let every K/V fragment loaded from smem feed two MMAs)
-//   kStages  K_j/V_j smem buffers (>= 2): K_{j+s}, V_{j+s} are in flight while j is computed
+//   kWarps   warps per CTA; (kSplit = 1) warp w owns rows [w * kBr / kWarps, (w + 1) * kBr /
+//            kWarps) of Q_i, i.e. kMt = kBr / (16 * kWarps) m16 row tiles (one 16-row tile in the
+//            FA2 paper; two tiles let every K/V fragment loaded from smem feed two MMAs)
+//   kStages  K_j/V_j smem buffers. >= 2: a ring, K_{j+s}, V_{j+s} are in flight while j is
+//            computed. 1: one K and one V buffer (FA2's order): V_j streams in during
+//            S_ij = Q_i K_j^T, K_{j+1} during softmax and P_ij V_j (half the smem of 2 stages)
 //   kQInRegs Q_i fragments are loaded once into registers (else re-read from smem each step)
 //   kMinCtas minimum CTAs per SM for __launch_bounds__ (caps registers per thread)
-template <int kD_, int kBr_, int kBc_, int kWarps_, int kStages_, bool kQInRegs_, int kMinCtas_>
+//   kSplit   warps sharing one row group (1 or 2). With 2, a warp pair owns 16 * kMt rows: warp
+//            h of the pair computes S_ij for keys [h B_c / 2, (h + 1) B_c / 2) of K_j and O_i
+//            for head-dim columns [h kD / 2, (h + 1) kD / 2); the pair swaps row maxima and
+//            P_ij halves through smem. O_i per warp halves, so kMt = 2 fits at kD = 256 and
+//            every K/V fragment feeds two MMAs.
+template <int kD_, int kBr_, int kBc_, int kWarps_, int kStages_, bool kQInRegs_, int kMinCtas_,
+          int kSplit_ = 1>
 struct Fa2FwdSm80Config {
   static constexpr int kD = kD_;
   static constexpr int kBr = kBr_;
@@ -26,27 +34,41 @@ struct Fa2FwdSm80Config {
   static constexpr int kStages = kStages_;
   static constexpr bool kQInRegs = kQInRegs_;
   static constexpr int kMinCtas = kMinCtas_;
+  static constexpr int kSplit = kSplit_;
 
   static constexpr int kThreads = 32 * kWarps;
-  static constexpr int kMt = kBr / (16 * kWarps);
+  static constexpr int kMt = kBr * kSplit / (16 * kWarps);
+  static constexpr int kBcW = kBc / kSplit;  // keys of S_ij per warp
+  static constexpr int kDW = kD / kSplit;    // head-dim columns of O_i per warp
   // Padded smem row (elements): +8 elements = +16 bytes moves each row by 4 banks, so the 8 row
   // addresses of one ldmatrix phase land in 8 distinct 16-byte bank groups (kD / 8 is even).
   static constexpr int kSmemStride = kD + 8;
 
   static_assert(kD % 32 == 0 && kD <= 256, "head-dim buckets are multiples of 32 up to 256");
-  static_assert(kMt >= 1 && kBr == 16 * kWarps * kMt, "B_r must be a multiple of 16 * warps");
-  static_assert(kBc % 16 == 0, "B_c must be a multiple of 16 (k of the P V mma)");
-  static_assert(kStages >= 2, "the K/V pipeline needs at least two stages");
+  static_assert(kSplit == 1 || kSplit == 2, "row groups of one or two warps");
+  static_assert(kMt >= 1 && kBr * kSplit == 16 * kWarps * kMt,
+                "B_r must be a multiple of 16 * warps / split");
+  static_assert(kBcW % 16 == 0, "B_c / split must be a multiple of 16 (k of the P V mma)");
+  static_assert(kDW % 16 == 0, "kD / split must be a multiple of 16");
+  static_assert(kStages >= 1, "at least one K/V buffer");
 
-  // Q_i (B_r x kD) + kStages x (K_j, V_j) (B_c x kD each), padded rows.
+  // Pair exchange (kSplit == 2), per warp: row maxima (2 kMt floats per lane) and this warp's
+  // P_ij fragments (kBcW / 16 k-steps x kMt x 16 bytes per lane).
+  static constexpr size_t kXchgMaxFloats = 2 * kMt * 32;
+  static constexpr size_t kXchgPVec = (kBcW / 16) * kMt * 32;  // uint4 per warp
+  static constexpr size_t xchg_bytes() {
+    return kSplit == 1 ? 0 : size_t(kWarps) * (kXchgMaxFloats * 4 + kXchgPVec * 16);
+  }
+
+  // Q_i (B_r x kD) + kStages x (K_j, V_j) (B_c x kD each), padded rows; + the pair exchange.
   template <typename T>
   static constexpr size_t smem_bytes() {
-    return sizeof(T) * size_t(kBr + 2 * kStages * kBc) * kSmemStride;
+    return sizeof(T) * size_t(kBr + 2 * kStages * kBc) * kSmemStride + xchg_bytes();
   }
 };
 
 // Per-bucket choice (measured on an H200, see docs/kernels_fa2_fwd.md).
-//                                                 D   B_r  B_c  warps stages QinRegs minCTAs
+//                                                 D   B_r  B_c  warps stages QinRegs minCTAs split
 template <int kD>
 struct Fa2FwdSm80Traits;
 template <>
@@ -64,6 +86,6 @@ struct Fa2FwdSm80Traits<192> : Fa2FwdSm80Config<192, 64, 64, 4, 2, false, 1> {};
 template <>
 struct Fa2FwdSm80Traits<224> : Fa2FwdSm80Config<224, 64, 32, 4, 2, false, 2> {};
 template <>
-struct Fa2FwdSm80Traits<256> : Fa2FwdSm80Config<256, 64, 32, 4, 2, false, 2> {};
+struct Fa2FwdSm80Traits<256> : Fa2FwdSm80Config<256, 128, 64, 8, 1, false, 1, 2> {};
 
 }  // namespace flashmin::cuda

@@ -338,72 +338,8 @@ static double tflops(const AttnParams& p, double ms) {
   return f / (ms * 1e-3) / 1e12;
 }
 
-[[maybe_unused]] static const int kSeqs[] = {512, 1024, 2048, 4096, 8192, 16384};
-
-#ifdef FA2_TUNE_D
-// ---- tuning: alternative configurations of one bucket -------------------------------------
-using namespace flashmin::cuda;
-template <class Tr>
-static void launch_variant(const AttnParams& p, cudaStream_t stream) {
-  if (p.dtype == DType::kFloat16)
-    fa2_fwd_sm80_launch<__half, Tr>(p, stream);
-  else
-    fa2_fwd_sm80_launch<__nv_bfloat16, Tr>(p, stream);
-}
-
-static int g_tune_fails = 0;
-template <class Tr>
-static void tune_one(const char* name, BenchBufs& bb) {
-  g_launch = launch_variant<Tr>;
-  constexpr int D = FA2_TUNE_D;
-  const Case cases[] = {{1, 2, 1, 131, 77, D, true, -40, false, 0, 0},
-                        {2, 2, 2, 239, 300, D - 8, false, 0, false, 0, 0},
-                        {1, 3, 3, 200, 200, D, true, 0, true, 8, 0}};
-  int fails = 0;
-  for (const Case& c : cases)
-    for (DType t : {DType::kBFloat16, DType::kFloat16}) fails += !check_case(c, t);
-  g_tune_fails += fails;
-  bb.fill(true);
-  for (int causal = 0; causal < 2; ++causal)
-    for (int S : {512, 2048, 16384}) {
-      AttnParams p = bench_params(bb, D, S, causal, DType::kBFloat16);
-      const double ms = time_ms([&] { run_fwd(p); }, 0);
-      std::printf("TUNE D=%d %-26s smem=%6zu checks=%s causal=%d S=%5d %8.3f ms %6.1f TFLOP/s\n", D,
-                  name, Tr::template smem_bytes<__half>(), fails ? "FAIL" : "pass", causal, S, ms,
-                  tflops(p, ms));
-    }
-}
-#define TUNE(...) tune_one<Fa2FwdSm80Config<FA2_TUNE_D, __VA_ARGS__>>(#__VA_ARGS__, bb)
-
-int main() {
-  BenchBufs bb;
-#if FA2_TUNE_D == 64
-  TUNE(128, 64, 4, 2, true, 2);
-  TUNE(128, 128, 4, 2, false, 1);
-  TUNE(128, 64, 8, 2, true, 2);
-  TUNE(256, 64, 8, 2, true, 1);
-#elif FA2_TUNE_D == 128
-  TUNE(128, 64, 4, 2, false, 2);
-  TUNE(128, 48, 4, 2, false, 2);
-  TUNE(128, 32, 4, 3, false, 2);
-  TUNE(256, 64, 8, 2, false, 1);
-  TUNE(256, 32, 8, 2, false, 1);
-#elif FA2_TUNE_D == 256
-  TUNE(64, 32, 4, 2, false, 2);
-  TUNE(128, 32, 8, 2, false, 1);
-#endif
-  std::printf("tune D=%d: %d check failure(s)\n", FA2_TUNE_D, g_tune_fails);
-  return g_tune_fails ? 1 : 0;
-}
-
-#else
-int main(int argc, char** argv) {
-  const bool skip_bench = argc > 1 && std::strcmp(argv[1], "--no-bench") == 0;
-  cudaDeviceProp prop;
-  CK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, prop.major, prop.minor,
-              prop.multiProcessorCount);
-
+// The correctness cases of the full run (the tuning mode runs those of its bucket).
+static std::vector<Case> all_cases() {
   std::vector<Case> cases = {
       //  B  Hq Hk  Sq   Sk    D  causal off  bshd pad scale
       {1, 1, 1, 1, 1, 64, false, 0, false, 0, 0},
@@ -436,6 +372,93 @@ int main(int argc, char** argv) {
     ++n;
   }
 
+  return cases;
+}
+
+[[maybe_unused]] static const int kSeqs[] = {512, 1024, 2048, 4096, 8192, 16384};
+
+#ifdef FA2_TUNE_D
+// ---- tuning: alternative configurations of one bucket -------------------------------------
+using namespace flashmin::cuda;
+template <class Tr>
+static void launch_variant(const AttnParams& p, cudaStream_t stream) {
+  if (p.dtype == DType::kFloat16)
+    fa2_fwd_sm80_launch<__half, Tr>(p, stream);
+  else
+    fa2_fwd_sm80_launch<__nv_bfloat16, Tr>(p, stream);
+}
+
+static int g_tune_fails = 0;
+// One variant: every correctness case of this bucket (full list + 3 extra) in both dtypes, then
+// the benchmark shapes in both dtypes as TIME lines tagged with the variant (fa2_fwd_sdpa.py
+// reads them).
+template <class Tr>
+static void tune_one(const char* name, BenchBufs& bb) {
+  g_launch = launch_variant<Tr>;
+  constexpr int D = FA2_TUNE_D;
+  std::vector<Case> cases = {{1, 2, 1, 131, 77, D, true, -40, false, 0, 0},
+                             {2, 2, 2, 239, 300, D - 8, false, 0, false, 0, 0},
+                             {1, 3, 3, 200, 200, D, true, 0, true, 8, 0}};
+  for (const Case& c : all_cases())
+    if (flashmin::head_dim_bucket(c.D) == D) cases.push_back(c);
+  int fails = 0;
+  for (const Case& c : cases)
+    for (DType t : {DType::kBFloat16, DType::kFloat16}) fails += !check_case(c, t);
+  g_tune_fails += fails;
+  std::printf("TUNE D=%d %-30s smem=%6zu checks=%s (%zu)\n", D, name,
+              Tr::template smem_bytes<__half>(), fails ? "FAIL" : "pass", 2 * cases.size());
+  std::string tag(name);
+  for (char& ch : tag)
+    if (ch == ' ') ch = '_';
+  for (DType t : {DType::kBFloat16, DType::kFloat16}) {
+    bb.fill(t == DType::kBFloat16);
+    for (int causal = 0; causal < 2; ++causal)
+      for (int S : kSeqs) {
+        AttnParams p = bench_params(bb, D, S, causal, t);
+        const double ms = time_ms([&] { run_fwd(p); }, 0);
+        std::printf("TIME %s %d %d %d %d %d %.4f %.1f %s\n",
+                    t == DType::kBFloat16 ? "bf16" : "fp16", (int)p.batch, (int)p.heads_q, S, D,
+                    causal, ms, tflops(p, ms), tag.c_str());
+      }
+  }
+  std::fflush(stdout);
+}
+#define TUNE(...) tune_one<Fa2FwdSm80Config<FA2_TUNE_D, __VA_ARGS__>>(#__VA_ARGS__, bb)
+
+int main() {
+  BenchBufs bb;
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, prop.major, prop.minor,
+              prop.multiProcessorCount);
+  //    B_r  B_c warps stages QinRegs minCTAs split
+#if FA2_TUNE_D == 64
+  TUNE(128, 64, 4, 2, true, 2);
+  TUNE(128, 64, 4, 1, true, 2);
+#elif FA2_TUNE_D == 128
+  TUNE(128, 48, 4, 2, false, 2);  // chosen
+  TUNE(128, 64, 4, 1, false, 2);
+#elif FA2_TUNE_D == 256
+  TUNE(64, 32, 4, 2, false, 2);  // the previous tile
+  TUNE(64, 64, 4, 1, false, 2);
+  TUNE(128, 64, 8, 1, false, 1);
+  TUNE(64, 64, 4, 1, false, 2, 2);
+  TUNE(128, 64, 8, 1, false, 1, 2);  // chosen
+  TUNE(64, 32, 4, 2, false, 2, 2);
+#endif
+  std::printf("tune D=%d: %d check failure(s)\n", FA2_TUNE_D, g_tune_fails);
+  return g_tune_fails ? 1 : 0;
+}
+
+#else
+int main(int argc, char** argv) {
+  const bool skip_bench = argc > 1 && std::strcmp(argv[1], "--no-bench") == 0;
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, prop.major, prop.minor,
+              prop.multiProcessorCount);
+
+  const std::vector<Case> cases = all_cases();
   int fails = 0;
   for (const Case& c : cases)
     for (DType t : {DType::kBFloat16, DType::kFloat16}) fails += !check_case(c, t);
