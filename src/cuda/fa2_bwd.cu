@@ -80,6 +80,12 @@ __device__ __forceinline__ int causal_diag(const AttnBwdParams& p, int query, in
   return static_cast<int>(diag<-(1 << 30) ? -(1 << 30) : diag>(1 << 30) ? (1 << 30) : diag);
 }
 
+// 4-byte async copy (one fp32 of lse / D per row); zero-fill when !valid.
+__device__ __forceinline__ void cp_async_4(void* smem_dst, const void* gmem_src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(smem_dst)),
+               "l"(gmem_src), "r"(valid ? 4 : 0));
+}
+
 template <typename T>
 __device__ __forceinline__ void mma_pair(float (&c0)[4], float (&c1)[4], const uint32_t (&a)[4],
                                          const uint32_t (&b)[4]) {
@@ -105,7 +111,8 @@ __device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float (&c0)[4],
 template <typename T>
 __global__ void __launch_bounds__(256)
     fa2_bwd_preprocess_kernel(const AttnBwdParams p, float* __restrict__ delta,
-                              float* __restrict__ dq_accum, int dq_pitch) {
+                              float* __restrict__ lse2, float* __restrict__ dq_accum,
+                              int dq_pitch) {
   const int64_t rows = p.batch * p.heads_q * p.seqlen_q;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x / 8;
   const int sub = threadIdx.x % 8;
@@ -129,7 +136,15 @@ __global__ void __launch_bounds__(256)
   acc += __shfl_xor_sync(0xffffffffu, acc, 2);
   acc += __shfl_xor_sync(0xffffffffu, acc, 1);
   if (!valid) return;
-  if (sub == 0) delta[row] = acc;
+  if (sub == 0) {
+    delta[row] = acc;
+    if (lse2 != nullptr) {
+      // lse in log2 units for the main kernel; +inf for rows that saw no key (lse = -inf), so
+      // that P = exp2(s - inf) = 0 there.
+      const float x = p.lse[row];
+      lse2[row] = x == -INFINITY ? INFINITY : x * kLog2e;
+    }
+  }
   if (dq_accum != nullptr) {
     float4* dst = reinterpret_cast<float4*>(dq_accum + row * dq_pitch);
     for (int c = sub; c < dq_pitch / 4; c += 8) dst[c] = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -166,7 +181,7 @@ __global__ void __launch_bounds__(256)
 template <typename T, int kD>
 __global__ void __launch_bounds__(Fa2BwdSm80Traits<kD>::kWarps * 32, 1)
     fa2_bwd_dkdv_sm80_kernel(const AttnBwdParams p, const float* __restrict__ delta,
-                             float* __restrict__ dq_accum) {
+                             const float* __restrict__ lse2, float* __restrict__ dq_accum) {
   using Tr = Fa2BwdSm80Traits<kD>;
   constexpr int B_r = Tr::kBlockM, B_c = Tr::kBlockN;
   constexpr int kWarps = Tr::kWarps, kThreads = kWarps * 32, kSplit = Tr::kSplit;
@@ -220,6 +235,18 @@ __global__ void __launch_bounds__(Fa2BwdSm80Traits<kD>::kWarps * 32, 1)
     load_tile<B_r, kD, kThreads>(Q_s + stage * B_r * kPitch, Q, p.q_strides.seq, i * B_r, S_q, d);
     load_tile<B_r, kD, kThreads>(dO_s + stage * B_r * kPitch, dO, p.dout_strides.seq, i * B_r, S_q,
                                  d);
+    if constexpr (Tr::kLseAsync) {
+      // lse (log2 units, from the preprocess kernel) and D by cp.async: no stall on a global
+      // load here. Padding rows get lse = 0, D = 0: their Q and dO rows are zero, so P = 1
+      // there but dV, dP^T, dS^T and dK receive exactly zero from them.
+      for (int r = tid; r < B_r; r += kThreads) {
+        const int q = i * B_r + r;
+        const int64_t row = (b * p.heads_q + h) * S_q + (q < S_q ? q : 0);
+        cp_async_4(lse_s + (it % 2) * B_r + r, lse2 + row, q < S_q);
+        cp_async_4(D_s + (it % 2) * B_r + r, delta + row, q < S_q);
+      }
+      return;
+    }
     for (int r = tid; r < B_r; r += kThreads) {
       const int q = i * B_r + r;
       // lse in log2 units; +inf for rows that saw no key (lse = -inf) and for padding rows, so
@@ -615,17 +642,22 @@ template <typename T, int kD>
 void run_fa2_bwd_sm80(const AttnBwdParams& p, cudaStream_t stream) {
   using Tr = Fa2BwdSm80Traits<kD>;
   const int64_t rows = p.batch * p.heads_q * p.seqlen_q;
+  // Workspace: D (fp32 per row) | lse in log2 units (fp32 per row) | dQ accumulator.
   float* delta = static_cast<float*>(p.workspace);
+  float* lse2 = Tr::kLseAsync
+                    ? reinterpret_cast<float*>(static_cast<char*>(p.workspace) + delta_bytes(p))
+                    : nullptr;
   float* dq_accum =
-      p.deterministic ? nullptr
-                      : reinterpret_cast<float*>(static_cast<char*>(p.workspace) + delta_bytes(p));
+      p.deterministic
+          ? nullptr
+          : reinterpret_cast<float*>(static_cast<char*>(p.workspace) + 2 * delta_bytes(p));
   if (p.heads_kv > 65535 || p.heads_q > 65535 || p.batch > 65535)
     throw std::invalid_argument("fa2_bwd_mma: batch and heads must be <= 65535");
 
   if (rows > 0) {
     const int64_t blocks = (rows + 31) / 32;
     fa2_bwd_preprocess_kernel<T>
-        <<<static_cast<unsigned>(blocks), 256, 0, stream>>>(p, delta, dq_accum, kD);
+        <<<static_cast<unsigned>(blocks), 256, 0, stream>>>(p, delta, lse2, dq_accum, kD);
     FM_CUDA_CHECK(cudaGetLastError());
   }
   if (p.seqlen_k > 0) {
@@ -633,7 +665,7 @@ void run_fa2_bwd_sm80(const AttnBwdParams& p, cudaStream_t stream) {
                     static_cast<unsigned>(p.heads_kv), static_cast<unsigned>(p.batch));
     auto kernel = fa2_bwd_dkdv_sm80_kernel<T, kD>;
     set_smem(kernel, Tr::kSmemBytes);
-    kernel<<<grid, Tr::kWarps * 32, Tr::kSmemBytes, stream>>>(p, delta, dq_accum);
+    kernel<<<grid, Tr::kWarps * 32, Tr::kSmemBytes, stream>>>(p, delta, lse2, dq_accum);
     FM_CUDA_CHECK(cudaGetLastError());
   }
   if (rows > 0) {
@@ -668,7 +700,7 @@ void run_fa2_bwd(const AttnBwdParams& p, cudaStream_t stream) {
 
 int64_t fa2_bwd_mma_workspace_bytes(const AttnBwdParams& p) {
   const int64_t rows = p.batch * p.heads_q * p.seqlen_q;
-  int64_t bytes = delta_bytes(p);                                         // D_i
+  int64_t bytes = 2 * delta_bytes(p);                                     // D_i, lse_i (log2)
   if (!p.deterministic) bytes += rows * head_dim_bucket(p.head_dim) * 4;  // dQ accumulator
   return bytes;
 }

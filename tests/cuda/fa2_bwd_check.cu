@@ -3,9 +3,9 @@
 //   nvcc -std=c++17 -O3 --expt-relaxed-constexpr -Iinclude -Isrc -gencode
 //   arch=compute_90a,code=sm_90a \
 //     tests/cuda/fa2_bwd_check.cu src/cuda/fa2_bwd.cu src/cuda/cuda_error.cpp -o /tmp/fa2_bwd_check
-// Usage: fa2_bwd_check [--no-bench | --bench-only]. Prints PASS/FAIL per case, exits 1 on any
-// failure, then "TIME dtype B H S D causal det ms tflops" lines (tests/cuda/fa2_bwd_sdpa.py reads
-// them).
+// Usage: fa2_bwd_check [--no-bench | --bench-only | --one bf16|fp16 D S B H causal]. Prints
+// PASS/FAIL per case, exits 1 on any failure, then "TIME dtype B H S D causal det ms tflops" lines
+// (tests/cuda/fa2_bwd_sdpa.py reads them).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -376,6 +377,11 @@ int main(int argc, char** argv) {
   CK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
   const DType F = DType::kFloat16, Bf = DType::kBFloat16;
+  if (arg == "--one" && argc == 8) {  // --one bf16|fp16 D S B H causal : time one shape (ncu)
+    bench(std::string(argv[2]) == "fp16" ? F : Bf, std::atoll(argv[5]), std::atoll(argv[6]),
+          std::atoll(argv[4]), std::atoll(argv[3]), std::atoi(argv[7]) != 0, false);
+    return 0;
+  }
   std::vector<Case> cases = {
       {"tiny 1x1", 1, 1, 1, 1, 1, 64, false, 0, false, false, F},
       {"odd 17 d40 causal", 2, 3, 3, 17, 17, 40, true, 0, false, false, Bf},
@@ -411,6 +417,7 @@ int main(int argc, char** argv) {
     for (int64_t D : {64, 128, 256})
       for (int64_t S : {512, 2048, 8192, 16384})
         for (bool causal : {false, true}) bench(Bf, 16384 / S, 2048 / D, S, D, causal, false);
+    for (bool causal : {false, true}) bench(Bf, 8, 2048 / 32, 2048, 32, causal, false);
     for (int64_t D : {64, 128, 256}) bench(F, 8, 2048 / D, 2048, D, true, false);
     for (int64_t D : {64, 128, 256}) bench(Bf, 8, 2048 / D, 2048, D, true, true);
     for (int64_t D : {128}) bench(Bf, 2, 2048 / D, 8192, D, false, true);
