@@ -91,9 +91,10 @@ __global__ void __launch_bounds__(kThreads, 1) fa1_fwd_simt_kernel(const AttnPar
       scores(S, Q_s, K_s, ld, row0, col0, p);
 
       // Line 10: m~_ij = rowmax(S_ij), P~_ij = exp(S_ij - m~_ij), l~_ij = rowsum(P~_ij)
-      // Line 11: m_i_new = max(m_i, m~_ij), l_i_new = e^(m_i - m_i_new) l_i + e^(m~_ij - m_i_new)
-      // l~_ij Line 12: O_i = diag(l_i_new)^-1 (diag(l_i) e^(m_i - m_i_new) O_i + e^(m~_ij -
-      // m_i_new) P~_ij V_j)
+      // Line 11: m_i_new = max(m_i, m~_ij),
+      //          l_i_new = e^(m_i - m_i_new) l_i + e^(m~_ij - m_i_new) l~_ij
+      // Line 12: O_i = diag(l_i_new)^-1 (diag(l_i) e^(m_i - m_i_new) O_i
+      //                                   + e^(m~_ij - m_i_new) P~_ij V_j)
       //   computed as O_i = a_i O_i + (c_i P~_ij) V_j with a_i = l_i e^(m_i - m_i_new) / l_i_new
       //   and c_i = e^(m~_ij - m_i_new) / l_i_new folded into P~ before the product.
 #pragma unroll
