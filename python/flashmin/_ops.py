@@ -110,12 +110,12 @@ def bwd(
     p.dq, p.dk, p.dv = dq.data_ptr(), dk.data_ptr(), dv.data_ptr()
     p.dq_strides, p.dk_strides, p.dv_strides = strides(dq), strides(dk), strides(dv)
     p.deterministic = deterministic
+    if q.shape[2] == 0 or k.shape[2] == 0:  # nothing attends: all gradients are zero
+        return dq.zero_(), dk.zero_(), dv.zero_()
     device, stream = device_and_stream(q)
     ws = workspace(_C.bwd_workspace_bytes(p, device), q.device)
     if ws is not None:
         p.workspace, p.workspace_bytes = ws.data_ptr(), ws.numel()
-    if q.shape[2] == 0 or k.shape[2] == 0:  # nothing attends: all gradients are zero
-        return dq.zero_(), dk.zero_(), dv.zero_()
     _C.bwd(p, device, stream)
     return dq, dk, dv
 
