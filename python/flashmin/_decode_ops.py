@@ -3,8 +3,6 @@ and `flashmin::decode_append` (writes k_new/v_new into the cache first; declared
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from . import _C
@@ -14,6 +12,7 @@ from ._native import (
     kernel_ready,
     native_dtype,
     new_output,
+    softmax_scale,
     strides,
     workspace,
 )
@@ -123,7 +122,7 @@ def _decode_impl(q, k_cache, v_cache, k_new, v_new, cache_seqlens, block_table, 
         p.k_new, p.v_new = k_new.data_ptr(), v_new.data_ptr()
         p.k_new_strides, p.v_new_strides = strides(k_new), strides(v_new)
         p.seqlen_new = k_new.shape[2]
-    p.scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    p.scale = softmax_scale(scale, d)
     p.dtype = native_dtype(q.dtype)
     p.num_splits = num_splits or 0
     device, stream = device_and_stream(q)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import _C
@@ -34,6 +36,11 @@ def strides(t: torch.Tensor) -> tuple[int, int, int]:
     """(batch, head, seq) element strides of a (B, H, S, D) tensor; size-1 axes get 0 so that
     they never affect addressing or alignment."""
     return tuple(st if sz > 1 else 0 for st, sz in zip(t.stride()[:3], t.shape[:3], strict=True))
+
+
+def softmax_scale(scale: float | None, head_dim: int) -> float:
+    """The user's scale, or 1/sqrt(head_dim) as in SDPA."""
+    return 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
 
 
 def device_and_stream(t: torch.Tensor) -> tuple[int, int]:

@@ -3,8 +3,6 @@ hands pointers to flashmin._C), fake implementations for tracing, and autograd."
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from . import _C
@@ -14,15 +12,12 @@ from ._native import (
     kernel_ready,
     native_dtype,
     new_output,
+    softmax_scale,
     strides,
     workspace,
 )
 
 _ALGORITHMS = {"fa2": _C.Algorithm.fa2, "fa1": _C.Algorithm.fa1}
-
-
-def _resolve_scale(scale: float | None, head_dim: int) -> float:
-    return 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
 
 
 def _fill_attn(p, q, k, v, out, lse, scale, is_causal, algorithm):
@@ -32,7 +27,7 @@ def _fill_attn(p, q, k, v, out, lse, scale, is_causal, algorithm):
     p.v_strides, p.o_strides = strides(v), strides(out)
     p.batch, p.heads_q, p.seqlen_q, p.head_dim = q.shape
     p.heads_kv, p.seqlen_k = k.shape[1], k.shape[2]
-    p.scale = _resolve_scale(scale, q.shape[-1])
+    p.scale = softmax_scale(scale, q.shape[-1])
     p.is_causal = is_causal
     p.causal_offset = 0  # SDPA's top-left alignment when S_q != S_k
     p.dtype = native_dtype(q.dtype)
