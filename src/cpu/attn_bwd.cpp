@@ -20,20 +20,6 @@
 namespace flashmin::cpu {
 namespace {
 
-struct BwdGeometry {
-  int64_t D, Dp, Br, Bc, Tr, Tc, group;
-  explicit BwdGeometry(const AttnParams& p) {
-    D = p.head_dim;
-    Dp = pad_columns(D);
-    const CpuTiles t = cpu_tiles(Dp, p.seqlen_q, p.seqlen_k);
-    Br = t.Br;
-    Bc = t.Bc;
-    Tr = ceil_div(p.seqlen_q, Br);
-    Tc = ceil_div(p.seqlen_k, Bc);
-    group = p.group_size();
-  }
-};
-
 // exp(scale s - lse) = exp2(s * scale log2 e - lse log2 e); an empty row (lse = -inf) gives P = 0.
 inline float lse_log2(float lse) { return lse == -INFINITY ? INFINITY : lse * kLog2e; }
 
@@ -47,7 +33,7 @@ float dot_rows(const Kernels& k, const T* a, const T* b, int64_t D, float* ta, f
 }
 
 // First query block that can see key j0 (causal), Tr if none.
-inline int64_t first_query_block(const AttnParams& p, const BwdGeometry& g, int64_t j0) {
+inline int64_t first_query_block(const AttnParams& p, const AttnGeometry& g, int64_t j0) {
   if (!p.is_causal) return 0;
   const int64_t i_first = std::max<int64_t>(0, j0 - p.causal_offset);
   return std::min(g.Tr, i_first / g.Br);
@@ -58,11 +44,11 @@ template <typename T>
 struct KvBlock {
   const Kernels& k;
   const AttnBwdParams& p;
-  const BwdGeometry& g;
+  const AttnGeometry& g;
   const float* delta;  // FA2: precomputed D (B, H_q, S_q); FA1: nullptr (computed inline)
   float* dq_hbm;       // FA1: fp32 dQ (B, H_q, S_q, Dp); FA2: nullptr
 
-  static int64_t scratch_floats(const BwdGeometry& g) {
+  static int64_t scratch_floats(const AttnGeometry& g) {
     return 5 * grain(g.Bc * g.Dp) + 3 * grain(g.Br * g.Dp) + 2 * grain(g.Br * g.Bc) +
            2 * grain(g.Br) + grain(g.Dp);
   }
@@ -158,7 +144,7 @@ struct KvBlock {
 
 // ---- FA2 pass 2: one query block i, dQ_i on chip --------------------------------------------
 template <typename T>
-void dq_block(const Kernels& k, const AttnBwdParams& p, const BwdGeometry& g, const float* delta,
+void dq_block(const Kernels& k, const AttnBwdParams& p, const AttnGeometry& g, const float* delta,
               int64_t b, int64_t h, int64_t ib) {
   const int64_t D = g.D, Dp = g.Dp, Br = g.Br, Bc = g.Bc;
   const int64_t hk = h / g.group;
@@ -224,7 +210,7 @@ void dq_block(const Kernels& k, const AttnBwdParams& p, const BwdGeometry& g, co
 template <typename T>
 void bwd_impl(const AttnBwdParams& p) {
   const Kernels& k = kernels();
-  const BwdGeometry g(p);
+  const AttnGeometry g(p);
   const int64_t heads_kv = p.heads_kv;
 
   if (p.algorithm == Algorithm::kFA1) {

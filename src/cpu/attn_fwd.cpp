@@ -15,19 +15,6 @@
 namespace flashmin::cpu {
 namespace {
 
-struct FwdGeometry {
-  int64_t D, Dp, Br, Bc, Tr, group;
-  explicit FwdGeometry(const AttnParams& p) {
-    D = p.head_dim;
-    Dp = pad_columns(D);
-    const CpuTiles t = cpu_tiles(Dp, p.seqlen_q, p.seqlen_k);
-    Br = t.Br;
-    Bc = t.Bc;
-    Tr = ceil_div(p.seqlen_q, Br);
-    group = p.group_size();
-  }
-};
-
 // Rows i0 .. i0 + nr - 1: per-row causal limit; returns the number of keys any row can see.
 inline int64_t row_limits(const AttnParams& p, int64_t i0, int64_t nr, int64_t Br, int64_t* limit,
                           int64_t* min_limit) {
@@ -64,7 +51,7 @@ void write_rows(const AttnParams& p, int64_t b, int64_t h, int64_t i0, int64_t n
 template <typename T>
 void fwd_fa2(const AttnParams& p) {
   const Kernels& k = kernels();
-  const FwdGeometry g(p);
+  const AttnGeometry g(p);
   const int64_t Br = g.Br, Bc = g.Bc, D = g.D, Dp = g.Dp;
   const int64_t scratch = grain(D * Br) + grain(Br * Dp) + 3 * grain(Br) + grain(2 * Br) +
                           2 * grain(Bc * Dp) + grain(Bc * Br) + grain(Dp);
@@ -118,7 +105,7 @@ constexpr int64_t kFa1BlocksPerItem = 4;  // query blocks per work item (same K_
 template <typename T>
 void fwd_fa1(const AttnParams& p) {
   const Kernels& k = kernels();
-  const FwdGeometry g(p);
+  const AttnGeometry g(p);
   const int64_t Br = g.Br, Bc = g.Bc, D = g.D, Dp = g.Dp;
   const int64_t chunks = ceil_div(g.Tr, kFa1BlocksPerItem);
   const int64_t rows = p.batch * p.heads_q * p.seqlen_q;

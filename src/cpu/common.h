@@ -39,6 +39,21 @@ inline CpuTiles cpu_tiles(int64_t /*padded_head_dim*/, int64_t rows_q, int64_t r
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Tiling of one attention call: head dim D (padded to Dp), B_r x B_c tiles, T_r x T_c blocks.
+struct AttnGeometry {
+  int64_t D, Dp, Br, Bc, Tr, Tc, group;
+  explicit AttnGeometry(const AttnParams& p) {
+    D = p.head_dim;
+    Dp = pad_columns(D);
+    const CpuTiles t = cpu_tiles(Dp, p.seqlen_q, p.seqlen_k);
+    Br = t.Br;
+    Bc = t.Bc;
+    Tr = ceil_div(p.seqlen_q, Br);
+    Tc = ceil_div(p.seqlen_k, Bc);
+    group = p.group_size();
+  }
+};
+
 // Floats Scratch::take() hands out for n elements (rounded up to a 64-byte line).
 inline int64_t grain(int64_t floats) { return (floats + 15) / 16 * 16; }
 
