@@ -8,13 +8,13 @@ import torch
 from . import _C
 from ._checks import check_float_dtype, check_head_dim, check_same, check_scale, check_tensor, fail
 from ._native import (
+    attach_workspace,
     device_and_stream,
     kernel_ready,
     native_dtype,
     new_output,
     softmax_scale,
     strides,
-    workspace,
 )
 
 MAX_DECODE_QUERIES = 16
@@ -126,10 +126,9 @@ def _decode_impl(q, k_cache, v_cache, k_new, v_new, cache_seqlens, block_table, 
     p.dtype = native_dtype(q.dtype)
     p.num_splits = num_splits or 0
     device, stream = device_and_stream(q)
-    ws = workspace(_C.decode_plan(p, device), q.device)
-    if ws is not None:
-        p.workspace, p.workspace_bytes = ws.data_ptr(), ws.numel()
+    ws = attach_workspace(p, _C.decode_plan(p, device), q.device)
     _C.decode(p, device, stream)
+    del ws  # kept alive until the launch is queued
     return out, lse
 
 

@@ -49,8 +49,14 @@ def device_and_stream(t: torch.Tensor) -> tuple[int, int]:
     return -1, 0
 
 
-def workspace(nbytes: int, device: torch.device) -> torch.Tensor | None:
-    return torch.empty(nbytes, dtype=torch.uint8, device=device) if nbytes > 0 else None
+def attach_workspace(params, nbytes: int, device: torch.device) -> torch.Tensor | None:
+    """Allocate the scratch memory a kernel asked for and point params at it. The returned tensor
+    must stay alive until the launch has been queued."""
+    if nbytes <= 0:
+        return None
+    ws = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    params.workspace, params.workspace_bytes = ws.data_ptr(), nbytes
+    return ws
 
 
 # Tests set this to True so that every output starts as NaN: an element a kernel forgets to

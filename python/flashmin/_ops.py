@@ -8,13 +8,13 @@ import torch
 from . import _C
 from ._checks import check_algorithm, check_qkv, check_scale, fail
 from ._native import (
+    attach_workspace,
     device_and_stream,
     kernel_ready,
     native_dtype,
     new_output,
     softmax_scale,
     strides,
-    workspace,
 )
 
 _ALGORITHMS = {"fa2": _C.Algorithm.fa2, "fa1": _C.Algorithm.fa1}
@@ -57,10 +57,9 @@ def fwd(
     p = _C.AttnParams()
     _fill_attn(p, q, k, v, out, lse, scale, is_causal, algorithm)
     device, stream = device_and_stream(q)
-    ws = workspace(_C.fwd_workspace_bytes(p, device), q.device)
-    if ws is not None:
-        p.workspace, p.workspace_bytes = ws.data_ptr(), ws.numel()
+    ws = attach_workspace(p, _C.fwd_workspace_bytes(p, device), q.device)
     _C.fwd(p, device, stream)
+    del ws  # kept alive until the launch is queued
     return out, lse
 
 
@@ -108,10 +107,9 @@ def bwd(
     if q.shape[2] == 0 or k.shape[2] == 0:  # nothing attends: all gradients are zero
         return dq.zero_(), dk.zero_(), dv.zero_()
     device, stream = device_and_stream(q)
-    ws = workspace(_C.bwd_workspace_bytes(p, device), q.device)
-    if ws is not None:
-        p.workspace, p.workspace_bytes = ws.data_ptr(), ws.numel()
+    ws = attach_workspace(p, _C.bwd_workspace_bytes(p, device), q.device)
     _C.bwd(p, device, stream)
+    del ws  # kept alive until the launch is queued
     return dq, dk, dv
 
 
