@@ -29,6 +29,8 @@
 #include <string>
 
 #include "cuda/cuda_api.h"
+#include "cuda/fa2_bwd_common.cuh"
+#include "cuda/fa2_bwd_sm90.h"
 #include "cuda/fa2_bwd_traits.h"
 #include "flashmin/cuda/copy.h"
 #include "flashmin/cuda/mma.h"
@@ -37,15 +39,10 @@
 namespace flashmin::cuda {
 namespace {
 
-constexpr float kLog2e = 1.4426950408889634f;
+using namespace bwd_detail;
 
 __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
 __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-// Element offset of row `s` of head `h`, batch `b` (64-bit).
-__device__ __forceinline__ int64_t row_offset(const Strides& st, int64_t b, int64_t h, int64_t s) {
-  return b * st.batch + h * st.head + s * st.seq;
-}
 
 // cp.async a (kRows x kD) tile, rows [row0, row0 + kRows) of a (n_rows x d) matrix, into smem
 // with row pitch kD + 8. Rows >= n_rows and columns >= d are zero-filled.
@@ -72,20 +69,6 @@ __device__ __forceinline__ int lm_col_a(int l) { return (l / 16) * 8; }
 __device__ __forceinline__ int lm_row_b(int l) { return l % 8 + (l / 16) * 8; }
 __device__ __forceinline__ int lm_col_b(int l) { return ((l / 8) % 2) * 8; }
 
-// Causal rule key <= query + offset as key - query <= diag, diag = query + offset - key for
-// the thread's first element, clamped to int (a huge value when not causal).
-__device__ __forceinline__ int causal_diag(const AttnBwdParams& p, int query, int key) {
-  if (!p.is_causal) return 1 << 30;
-  const int64_t diag = query + p.causal_offset - key;
-  return static_cast<int>(diag<-(1 << 30) ? -(1 << 30) : diag>(1 << 30) ? (1 << 30) : diag);
-}
-
-// 4-byte async copy (one fp32 of lse / D per row); zero-fill when !valid.
-__device__ __forceinline__ void cp_async_4(void* smem_dst, const void* gmem_src, bool valid) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(smem_dst)),
-               "l"(gmem_src), "r"(valid ? 4 : 0));
-}
-
 template <typename T>
 __device__ __forceinline__ void mma_pair(float (&c0)[4], float (&c1)[4], const uint32_t (&a)[4],
                                          const uint32_t (&b)[4]) {
@@ -93,16 +76,6 @@ __device__ __forceinline__ void mma_pair(float (&c0)[4], float (&c1)[4], const u
   const uint32_t b1[2] = {b[2], b[3]};
   MmaType<T>::mma(c0, a, b0);
   MmaType<T>::mma(c1, a, b1);
-}
-
-// Two adjacent 16x8 accumulator tiles -> one 16x16 A fragment (the FA2 register trick).
-template <typename T>
-__device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float (&c0)[4],
-                                         const float (&c1)[4]) {
-  a[0] = MmaType<T>::pack(c0[0], c0[1]);
-  a[1] = MmaType<T>::pack(c0[2], c0[3]);
-  a[2] = MmaType<T>::pack(c1[0], c1[1]);
-  a[3] = MmaType<T>::pack(c1[2], c1[3]);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -644,7 +617,9 @@ void run_fa2_bwd_sm80(const AttnBwdParams& p, cudaStream_t stream) {
   const int64_t rows = p.batch * p.heads_q * p.seqlen_q;
   // Workspace: D (fp32 per row) | lse in log2 units (fp32 per row) | dQ accumulator.
   float* delta = static_cast<float*>(p.workspace);
-  float* lse2 = Tr::kLseAsync
+  // The sm90 (wgmma) family replaces the main kernel for the buckets it covers.
+  const bool sm90 = fa2_bwd_sm90_usable(p);
+  float* lse2 = Tr::kLseAsync || sm90
                     ? reinterpret_cast<float*>(static_cast<char*>(p.workspace) + delta_bytes(p))
                     : nullptr;
   float* dq_accum =
@@ -660,7 +635,9 @@ void run_fa2_bwd_sm80(const AttnBwdParams& p, cudaStream_t stream) {
         <<<static_cast<unsigned>(blocks), 256, 0, stream>>>(p, delta, lse2, dq_accum, kD);
     FM_CUDA_CHECK(cudaGetLastError());
   }
-  if (p.seqlen_k > 0) {
+  if (p.seqlen_k > 0 && sm90) {
+    fa2_bwd_dkdv_sm90(p, delta, lse2, dq_accum, stream);
+  } else if (p.seqlen_k > 0) {
     const dim3 grid(static_cast<unsigned>((p.seqlen_k + Tr::kBlockN - 1) / Tr::kBlockN),
                     static_cast<unsigned>(p.heads_kv), static_cast<unsigned>(p.batch));
     auto kernel = fa2_bwd_dkdv_sm80_kernel<T, kD>;
@@ -692,7 +669,8 @@ void run_fa2_bwd(const AttnBwdParams& p, cudaStream_t stream) {
   if (major < 8)
     throw std::runtime_error("fa2_bwd_mma: needs compute capability >= 8.0, got " +
                              std::to_string(major) + ".x");
-  // sm80 family (mma.sync); an sm90 family (wgmma/TMA) would be chosen here for major == 9.
+  // sm80 family (mma.sync); run_fa2_bwd_sm80 hands the main kernel to the sm90 family (wgmma)
+  // on compute capability 9.0 for the head dims it covers.
   FM_DISPATCH_HEAD_DIM(p.head_dim, kD, [&] { run_fa2_bwd_sm80<T, kD>(p, stream); });
 }
 

@@ -62,4 +62,31 @@ struct Fa2BwdSm80Traits {
   static_assert(kSmemBytes <= kSm80MaxSmemBytes && kDqSmemBytes <= kSm80MaxSmemBytes, "smem");
 };
 
+// ---- sm90 family (wgmma, sm_90a only; src/cuda/fa2_bwd_sm90.cu) ------------------------------
+// Main kernel: 2 warpgroups, each owning 64 keys of K_j, V_j (wgmma's M is 64), so B_c = 128.
+//   S^T_ij, dP^T_ij : per warpgroup 64 keys x B_r queries (SS wgmma, K-major K_j / Q_i)
+//   dV_j, dK_j      : per warpgroup 64 keys x kD (register-A wgmma: P^T / dS^T never leave
+//                     registers; dO_i / Q_i as MN-major B)
+//   dQ_i            : (B_r / 64) x (kD / 64) items of 64 x 64, one per warpgroup (SS wgmma on
+//                     the dS^T tile in smem and K_j, both MN-major), fp32 atomics
+// B_r = 128 for d64 (two dQ row halves), 64 for d128 (two dQ column halves): 2 items either way.
+// Head dims 96 / 160+ stay on the sm80 family (dK/dV of 64 x 256 would need 256 registers).
+template <int kD>
+struct Fa2BwdSm90Traits {
+  static constexpr bool kSupported = kD == 64 || kD == 128;
+  static constexpr int kWarpGroups = 2;
+  static constexpr int kThreads = 128 * kWarpGroups;
+  static constexpr int kBlockN = 64 * kWarpGroups;     // B_c
+  static constexpr int kBlockM = kD == 64 ? 128 : 64;  // B_r
+  static constexpr int kStages = 2;                    // Q_i / dO_i double buffer
+  static constexpr int kDqItems = (kBlockM / 64) * (kD / 64);
+  static_assert(!kSupported || kDqItems == kWarpGroups, "one dQ item per warpgroup");
+  // Tiles in bytes (16-bit elements), each a multiple of 1024 (the swizzle period).
+  static constexpr int kTileKV = kBlockN * kD * 2;
+  static constexpr int kTileQ = kBlockM * kD * 2;
+  static constexpr int kTileS = kBlockN * kBlockM * 2;  // dS^T
+  static constexpr int kSmemBytes = 1024 /* alignment */ + 2 * kTileKV + 2 * kStages * kTileQ +
+                                    kTileS + 2 * 2 * kBlockM * 4 /* lse_i, D_i x 2 */;
+};
+
 }  // namespace flashmin::cuda

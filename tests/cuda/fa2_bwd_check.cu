@@ -2,7 +2,9 @@
 // host reference, plus timings. Build (repo root):
 //   nvcc -std=c++17 -O3 --expt-relaxed-constexpr -Iinclude -Isrc -gencode
 //   arch=compute_90a,code=sm_90a \
-//     tests/cuda/fa2_bwd_check.cu src/cuda/fa2_bwd.cu src/cuda/cuda_error.cpp -o /tmp/fa2_bwd_check
+//     -DFLASHMIN_HAS_SM90A=1 tests/cuda/fa2_bwd_check.cu src/cuda/fa2_bwd.cu
+//     src/cuda/fa2_bwd_sm90.cu \ src/cuda/cuda_error.cpp -o /tmp/fa2_bwd_check
+// (FLASHMIN_FORCE_SM80=1 in the environment times the sm80 family on an sm_90 GPU.)
 // Usage: fa2_bwd_check [--no-bench | --bench-only | --one bf16|fp16 D S B H causal]. Prints
 // PASS/FAIL per case, exits 1 on any failure, then "TIME dtype B H S D causal det ms tflops" lines
 // (tests/cuda/fa2_bwd_sdpa.py reads them).
@@ -400,6 +402,9 @@ int main(int argc, char** argv) {
       {"Sq=0 d64", 1, 2, 2, 0, 17, 64, false, 0, false, false, F},
       {"empty rows causal off=-50", 1, 2, 2, 97, 113, 32, true, -50, false, false, Bf},
       {"1023 d64 causal", 1, 2, 2, 1023, 1023, 64, true, 0, false, false, Bf},
+      {"gqa 300x700 d128 causal br", 2, 8, 2, 300, 700, 128, true, 400, false, false, Bf},
+      {"511 d64 strided", 1, 2, 2, 511, 511, 64, false, 0, true, false, F},
+      {"gqa 257x640 d112 causal", 1, 6, 3, 257, 640, 112, true, 383, false, false, F},
       {"det 239 d128 causal gqa strided", 2, 4, 2, 239, 239, 128, true, 0, true, true, F},
       {"det 97x113 d64", 1, 2, 2, 97, 113, 64, false, 0, false, true, Bf},
       {"det 113x239 d256 causal br", 1, 2, 1, 113, 239, 256, true, 126, false, true, Bf},

@@ -1,0 +1,342 @@
+// FA2 backward main kernel (dK_j, dV_j, dQ atomics), sm90 family: Hopper warpgroup MMA (wgmma)
+// on 128-byte-swizzled shared-memory tiles. Same algorithm and loop structure as the sm80
+// kernel in fa2_bwd.cu (FA2 paper, Algorithm 2); the preprocess (D_i, lse_i in log2 units),
+// the dQ conversion and the deterministic dQ kernel are shared with it.
+//
+// A CTA owns K_j, V_j (B_c = 128 keys); each of its 2 warpgroups owns 64 of them and, per query
+// block Q_i (B_r queries), computes
+//   S^T  = K_j Q_i^T              SS wgmma, 64 keys x B_r
+//   dP^T = V_j dO_i^T             SS wgmma (issued right behind S^T; overlaps the softmax)
+//   P^T  = exp2(S^T * scale * log2e - lse_i),  dS^T = P^T ∘ (dP^T - D_i)
+//   dV_j += P^T dO_i,  dK_j += dS^T Q_i         register-A wgmma (P^T, dS^T stay in registers)
+//   dQ_i += dS_ij K_j                           SS wgmma on the dS^T tile (smem), fp32 atomics
+// Loads are cp.async into the swizzled layout (Q_i / dO_i / lse_i / D_i double-buffered).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <stdexcept>
+
+#include "cuda/cuda_api.h"
+#include "cuda/fa2_bwd_common.cuh"
+#include "cuda/fa2_bwd_sm90.h"
+#include "cuda/fa2_bwd_traits.h"
+#include "flashmin/cuda/copy.h"
+#include "flashmin/cuda/mma.h"
+#include "flashmin/cuda/wgmma.h"
+#include "flashmin/dispatch.h"
+
+namespace flashmin::cuda {
+namespace {
+
+using namespace bwd_detail;
+
+// cp.async a (kRows x kD) tile, rows [row0, row0 + kRows) of a (n_rows x d) matrix, into the
+// swizzled layout of wgmma.h. Rows >= n_rows and columns >= d are zero-filled.
+template <int kRows, int kD, int kThreads, typename T>
+__device__ __forceinline__ void load_tile_sw128(T* smem, const T* gmem, int64_t seq_stride,
+                                                int row0, int n_rows, int d) {
+  constexpr int kVecs = kD / 8;  // 16-byte vectors per row
+  static_assert((kRows * kVecs) % kThreads == 0, "tile load");
+#pragma unroll
+  for (int n = 0; n < kRows * kVecs / kThreads; ++n) {
+    const int idx = n * kThreads + threadIdx.x;
+    const int r = idx / kVecs, c = (idx % kVecs) * 8;
+    const bool valid = row0 + r < n_rows && c < d;
+    const T* src = valid ? gmem + (row0 + r) * seq_stride + c : gmem;
+    cp_async_16(reinterpret_cast<char*>(smem) + sw128_offset<kRows>(r, c), src, valid);
+  }
+}
+
+__device__ __forceinline__ uint64_t desc_plus(uint64_t desc, int bytes) {
+  return desc + static_cast<uint64_t>(bytes >> 4);
+}
+
+template <typename T, int kD>
+__global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
+    fa2_bwd_dkdv_sm90_kernel(const AttnBwdParams p, const float* __restrict__ delta,
+                             const float* __restrict__ lse2, float* __restrict__ dq_accum) {
+  using Tr = Fa2BwdSm90Traits<kD>;
+  constexpr int B_r = Tr::kBlockM, B_c = Tr::kBlockN, kThreads = Tr::kThreads;
+  constexpr int kStages = Tr::kStages;
+  constexpr int kKvBlock = B_c * 128;  // bytes between 64-column blocks of K_j / V_j / dS^T
+  constexpr int kQBlock = B_r * 128;   // ... of Q_i / dO_i
+  using WgmmaS = Wgmma<T, B_r>;        // S^T, dP^T : 64 keys x B_r queries
+  using WgmmaKV = Wgmma<T, kD>;        // dK_j, dV_j : 64 keys x kD
+  using WgmmaQ = Wgmma<T, 64>;         // dQ item   : 64 queries x 64 columns
+
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  // The swizzle pattern repeats every 1024 bytes: align the tiles to it.
+  unsigned char* smem = smem_raw + ((1024 - smem_addr(smem_raw) % 1024) % 1024);
+  T* K_s = reinterpret_cast<T*>(smem);                    // [B_c][kD] swizzled
+  T* V_s = reinterpret_cast<T*>(smem + Tr::kTileKV);      // [B_c][kD]
+  T* Q_s = reinterpret_cast<T*>(smem + 2 * Tr::kTileKV);  // [kStages][B_r][kD]
+  T* dO_s = reinterpret_cast<T*>(smem + 2 * Tr::kTileKV + kStages * Tr::kTileQ);
+  T* dS_s = reinterpret_cast<T*>(smem + 2 * Tr::kTileKV + 2 * kStages * Tr::kTileQ);  // dS^T
+  float* lse_s = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(dS_s) + Tr::kTileS);
+  float* D_s = lse_s + 2 * B_r;  // lse_i, D_i : [2][B_r] each
+
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int wg = warp / 4, wi = warp % 4;    // warpgroup, warp inside it
+  const int j = gridDim.x - 1 - blockIdx.x;  // heavy (causal) blocks first
+  const int h_k = blockIdx.y;
+  const int64_t b = blockIdx.z;
+  const int S_q = static_cast<int>(p.seqlen_q), S_k = static_cast<int>(p.seqlen_k);
+  const int d = static_cast<int>(p.head_dim);
+  const int G = static_cast<int>(p.heads_q / p.heads_kv);
+  const int key0 = j * B_c;
+  const float scale_log2 = p.scale * kLog2e;
+  const int kr0 = wg * 64 + wi * 16;  // this warp's 16 keys (rows of S^T, dK_j, dV_j)
+
+  // Query blocks that see at least one key of this block: i >= (key0 - offset) / B_r.
+  const int T_r = (S_q + B_r - 1) / B_r;
+  int i_begin = 0;
+  if (p.is_causal) {
+    const int64_t first = key0 - p.causal_offset;
+    i_begin = first <= 0 ? 0 : static_cast<int>(first / B_r < T_r ? first / B_r : T_r);
+  }
+  const int n_i = T_r - i_begin;
+  const int n_iter = G * n_i;  // (query head of the group, query block) pairs
+
+  // cp.async of Q_i, dO_i, lse_i (log2 units), D_i of iteration `it` into stage it % 2.
+  // Padding rows: Q = dO = 0, lse = D = 0, so P = 1 there but every product they feed is 0.
+  auto load_q_block = [&](int it) {
+    const int stage = it % kStages;
+    const int h = h_k * G + it / n_i, i = i_begin + it % n_i;
+    const T* Q = static_cast<const T*>(p.q) + row_offset(p.q_strides, b, h, 0);
+    const T* dO = static_cast<const T*>(p.dout) + row_offset(p.dout_strides, b, h, 0);
+    load_tile_sw128<B_r, kD, kThreads>(Q_s + stage * B_r * kD, Q, p.q_strides.seq, i * B_r, S_q, d);
+    load_tile_sw128<B_r, kD, kThreads>(dO_s + stage * B_r * kD, dO, p.dout_strides.seq, i * B_r,
+                                       S_q, d);
+    for (int r = tid; r < B_r; r += kThreads) {
+      const int q = i * B_r + r;
+      const int64_t row = (b * p.heads_q + h) * S_q + (q < S_q ? q : 0);
+      cp_async_4(lse_s + (it % 2) * B_r + r, lse2 + row, q < S_q);
+      cp_async_4(D_s + (it % 2) * B_r + r, delta + row, q < S_q);
+    }
+  };
+
+  // dK_j, dV_j : (64 keys x kD) per warpgroup, fp32 wgmma accumulators
+  float dK_acc[kD / 2];
+  float dV_acc[kD / 2];
+#pragma unroll
+  for (int n = 0; n < kD / 2; ++n) dK_acc[n] = dV_acc[n] = 0.f;
+
+  if (n_iter > 0) {
+    const T* K = static_cast<const T*>(p.k) + row_offset(p.k_strides, b, h_k, 0);
+    const T* V = static_cast<const T*>(p.v) + row_offset(p.v_strides, b, h_k, 0);
+    load_tile_sw128<B_c, kD, kThreads>(K_s, K, p.k_strides.seq, key0, S_k, d);
+    load_tile_sw128<B_c, kD, kThreads>(V_s, V, p.v_strides.seq, key0, S_k, d);
+    load_q_block(0);
+  }
+  cp_async_commit();
+
+  // Descriptors: this warpgroup's 64 rows of K_j / V_j as K-major A operands; K_j as the
+  // MN-major B operand of dQ.
+  const uint64_t desc_K = sw128_desc(reinterpret_cast<char*>(K_s) + wg * 64 * 128, 16, 1024);
+  const uint64_t desc_V = sw128_desc(reinterpret_cast<char*>(V_s) + wg * 64 * 128, 16, 1024);
+  const uint64_t desc_Kt = sw128_desc(K_s, kKvBlock, 1024);
+  const uint64_t desc_dSt = sw128_desc(dS_s, kKvBlock, 1024);
+
+  for (int it = 0; it < n_iter; ++it) {
+    const int h = h_k * G + it / n_i, i = i_begin + it % n_i;
+    const int q0 = i * B_r;
+    const int stage = it % kStages;
+    cp_async_wait<0>();
+    fence_proxy_async();  // cp.async writes -> visible to wgmma
+    __syncthreads();      // tiles of `it` ready; every warp is done with iteration it-1
+    if (it + 1 < n_iter) load_q_block(it + 1);
+    cp_async_commit();
+
+    const uint64_t desc_Q = sw128_desc(Q_s + stage * B_r * kD, kQBlock, 1024);
+    const uint64_t desc_dO = sw128_desc(dO_s + stage * B_r * kD, kQBlock, 1024);
+    const float* lse_i = lse_s + (it % 2) * B_r;  // (B_r), log2 units
+    const float* D_i = D_s + (it % 2) * B_r;      // (B_r)
+
+    // S^T_ij = K_j Q_i^T, then dP^T_ij = V_j dO_i^T : (64 keys x B_r queries) per warpgroup.
+    // Step ks contracts head-dim columns [16 ks, 16 ks + 16): 32 bytes into a 64-column block.
+    float S_acc[B_r / 2];
+    float dP_acc[B_r / 2];
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < kD / 16; ++ks) {
+      const int off = (ks / 4) * kKvBlock + (ks % 4) * 32;
+      const int off_q = (ks / 4) * kQBlock + (ks % 4) * 32;
+      WgmmaS::template ss<0, 0>(S_acc, desc_plus(desc_K, off), desc_plus(desc_Q, off_q), ks > 0);
+    }
+    wgmma_commit();
+#pragma unroll
+    for (int ks = 0; ks < kD / 16; ++ks) {
+      const int off = (ks / 4) * kKvBlock + (ks % 4) * 32;
+      const int off_q = (ks / 4) * kQBlock + (ks % 4) * 32;
+      WgmmaS::template ss<0, 0>(dP_acc, desc_plus(desc_V, off), desc_plus(desc_dO, off_q), ks > 0);
+    }
+    wgmma_commit();
+
+    // Only diagonal blocks (causal) and the key tail need a mask. Element e of n8-tile nt is
+    // (key kb + 8*(e/2), query qb + nt*8 + e%2); visible iff 8*(e/2) < key_room and
+    // 8*(e/2) - nt*8 - e%2 <= diag.
+    const bool need_mask =
+        key0 + B_c > S_k || (p.is_causal && q0 + p.causal_offset < key0 + B_c - 1);
+    const int kb = key0 + kr0 + lane / 4, qb = q0 + 2 * (lane % 4);
+    const int key_room = S_k - kb;
+    const int diag = causal_diag(p, qb, kb);
+
+    // P^T_ij = exp2(S^T * scale * log2(e) - lse_i * log2(e))
+    wgmma_wait<1>();
+    pin_registers(S_acc);
+#pragma unroll
+    for (int nt = 0; nt < B_r / 8; ++nt) {
+      const float2 l2 = *reinterpret_cast<const float2*>(lse_i + nt * 8 + 2 * (lane % 4));
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const bool visible =
+            !need_mask || (8 * (e / 2) < key_room && 8 * (e / 2) - nt * 8 - e % 2 <= diag);
+        float& s = S_acc[nt * 4 + e];
+        s = visible ? fast_exp2(fmaf(s, scale_log2, -(e % 2 ? l2.y : l2.x))) : 0.f;
+      }
+    }
+
+    // dS^T_ij = P^T_ij ∘ (dP^T_ij - D_i), kept in dP_acc and stored (swizzled) for dQ_i.
+    wgmma_wait<0>();
+    pin_registers(dP_acc);
+    char* dS_bytes = reinterpret_cast<char*>(dS_s);
+#pragma unroll
+    for (int nt = 0; nt < B_r / 8; ++nt) {
+      const int qc = nt * 8 + 2 * (lane % 4);
+      const float2 D2 = *reinterpret_cast<const float2*>(D_i + qc);
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        dP_acc[nt * 4 + e] = S_acc[nt * 4 + e] * (dP_acc[nt * 4 + e] - (e % 2 ? D2.y : D2.x));
+      const int r = kr0 + lane / 4;
+      *reinterpret_cast<uint32_t*>(dS_bytes + sw128_offset<B_c>(r, qc)) =
+          MmaType<T>::pack(dP_acc[nt * 4 + 0], dP_acc[nt * 4 + 1]);
+      *reinterpret_cast<uint32_t*>(dS_bytes + sw128_offset<B_c>(r + 8, qc)) =
+          MmaType<T>::pack(dP_acc[nt * 4 + 2], dP_acc[nt * 4 + 3]);
+    }
+
+    // dV_j += P^T_ij dO_i, dK_j += dS^T_ij Q_i : (64 keys x kD), contraction over B_r queries;
+    // A from registers, B = dO_i / Q_i MN-major (16 query rows = 2048 bytes per step).
+    uint32_t a_P[B_r / 16][4], a_dS[B_r / 16][4];
+#pragma unroll
+    for (int ks = 0; ks < B_r / 16; ++ks) {
+      acc_to_a<T>(a_P[ks], &S_acc[8 * ks], &S_acc[8 * ks + 4]);
+      acc_to_a<T>(a_dS[ks], &dP_acc[8 * ks], &dP_acc[8 * ks + 4]);
+    }
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < B_r / 16; ++ks)
+      WgmmaKV::template rs<1>(dV_acc, a_P[ks], desc_plus(desc_dO, ks * 2048), 1);
+#pragma unroll
+    for (int ks = 0; ks < B_r / 16; ++ks)
+      WgmmaKV::template rs<1>(dK_acc, a_dS[ks], desc_plus(desc_Q, ks * 2048), 1);
+    wgmma_commit();
+
+    // dQ_i += dS_ij K_j : item (64 queries from m0) x (64 columns from n0) per warpgroup,
+    // contraction over the B_c keys; A = dS^T tile and B = K_j, both MN-major.
+    if (dq_accum != nullptr) {
+      fence_proxy_async();              // dS^T stores -> visible to wgmma
+      named_barrier_sync(1, kThreads);  // both warpgroups' dS^T slabs are in smem
+      constexpr int kColItems = kD / 64;
+      const int m0 = (wg / kColItems) * 64, n0 = (wg % kColItems) * 64;
+      float dQ_acc[32];
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < B_c / 16; ++ks) {
+        WgmmaQ::template ss<1, 1>(dQ_acc, desc_plus(desc_dSt, (m0 / 64) * kKvBlock + ks * 2048),
+                                  desc_plus(desc_Kt, (n0 / 64) * kKvBlock + ks * 2048), ks > 0);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+      pin_registers(dQ_acc);
+      float* dQ = dq_accum + (b * p.heads_q + h) * static_cast<int64_t>(S_q) * kD;
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt) {
+        const int col = n0 + nt * 8 + 2 * (lane % 4);
+        if (col >= d) continue;
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int q = q0 + m0 + wi * 16 + lane / 4 + 8 * half;
+          if (q >= S_q) continue;
+          atomicAdd(reinterpret_cast<float2*>(dQ + static_cast<int64_t>(q) * kD + col),
+                    make_float2(dQ_acc[nt * 4 + 2 * half], dQ_acc[nt * 4 + 2 * half + 1]));
+        }
+      }
+    }
+    wgmma_wait<0>();  // dK/dV products done before their A registers and stage are reused
+    pin_registers(dK_acc);
+    pin_registers(dV_acc);
+  }
+  cp_async_wait<0>();
+
+  // Epilogue: dK_j = scale * acc, dV_j = acc, rows < S_k, columns < d.
+  T* dK = static_cast<T*>(p.dk) + row_offset(p.dk_strides, b, h_k, 0);
+  T* dV = static_cast<T*>(p.dv) + row_offset(p.dv_strides, b, h_k, 0);
+#pragma unroll
+  for (int nt = 0; nt < kD / 8; ++nt) {
+    const int col = nt * 8 + 2 * (lane % 4);
+    if (col >= d) continue;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int key = key0 + kr0 + lane / 4 + 8 * half;
+      if (key >= S_k) continue;
+      const float* k2 = &dK_acc[nt * 4 + 2 * half];
+      const float* v2 = &dV_acc[nt * 4 + 2 * half];
+      *reinterpret_cast<uint32_t*>(dK + key * p.dk_strides.seq + col) =
+          MmaType<T>::pack(p.scale * k2[0], p.scale * k2[1]);
+      *reinterpret_cast<uint32_t*>(dV + key * p.dv_strides.seq + col) =
+          MmaType<T>::pack(v2[0], v2[1]);
+    }
+  }
+}
+
+template <typename T, int kD>
+void launch_dkdv_sm90(const AttnBwdParams& p, const float* delta, const float* lse2,
+                      float* dq_accum, cudaStream_t stream) {
+  using Tr = Fa2BwdSm90Traits<kD>;
+  const dim3 grid(static_cast<unsigned>((p.seqlen_k + Tr::kBlockN - 1) / Tr::kBlockN),
+                  static_cast<unsigned>(p.heads_kv), static_cast<unsigned>(p.batch));
+  auto kernel = fa2_bwd_dkdv_sm90_kernel<T, kD>;
+  FM_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
+  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p, delta, lse2, dq_accum);
+  FM_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace
+
+bool fa2_bwd_sm90_usable(const AttnBwdParams& p) {
+#if defined(FLASHMIN_HAS_SM90A)
+  const int bucket = head_dim_bucket(p.head_dim);
+  if (bucket != 64 && bucket != 128) return false;
+  // FLASHMIN_FORCE_SM80=1 keeps the sm80 family (for comparisons).
+  const char* force = std::getenv("FLASHMIN_FORCE_SM80");
+  if (force != nullptr && force[0] == '1') return false;
+  int device = 0, major = 0, minor = 0;
+  FM_CUDA_CHECK(cudaGetDevice(&device));
+  FM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  FM_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  return major == 9 && minor == 0;  // sm_90a code runs on exactly compute capability 9.0
+#else
+  (void)p;
+  return false;
+#endif
+}
+
+void fa2_bwd_dkdv_sm90(const AttnBwdParams& p, const float* delta, const float* lse2,
+                       float* dq_accum, cudaStream_t stream) {
+  const bool half = p.dtype == DType::kFloat16;
+  switch (head_dim_bucket(p.head_dim)) {
+    case 64:
+      return half ? launch_dkdv_sm90<__half, 64>(p, delta, lse2, dq_accum, stream)
+                  : launch_dkdv_sm90<__nv_bfloat16, 64>(p, delta, lse2, dq_accum, stream);
+    case 128:
+      return half ? launch_dkdv_sm90<__half, 128>(p, delta, lse2, dq_accum, stream)
+                  : launch_dkdv_sm90<__nv_bfloat16, 128>(p, delta, lse2, dq_accum, stream);
+    default:
+      throw std::invalid_argument("fa2_bwd_dkdv_sm90: head-dim bucket must be 64 or 128");
+  }
+}
+
+}  // namespace flashmin::cuda
