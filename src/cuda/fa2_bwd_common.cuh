@@ -33,13 +33,4 @@ __device__ __forceinline__ void cp_async_4(void* smem_dst, const void* gmem_src,
                "l"(gmem_src), "r"(valid ? 4 : 0));
 }
 
-// Two adjacent 16x8 accumulator tiles -> one 16x16 A fragment (the FA2 register trick).
-template <typename T>
-__device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float* c0, const float* c1) {
-  a[0] = MmaType<T>::pack(c0[0], c0[1]);
-  a[1] = MmaType<T>::pack(c0[2], c0[3]);
-  a[2] = MmaType<T>::pack(c1[0], c1[1]);
-  a[3] = MmaType<T>::pack(c1[2], c1[3]);
-}
-
 }  // namespace flashmin::cuda::bwd_detail

@@ -32,27 +32,6 @@ namespace {
 
 using namespace bwd_detail;
 
-// cp.async a (kRows x kD) tile, rows [row0, row0 + kRows) of a (n_rows x d) matrix, into the
-// swizzled layout of wgmma.h. Rows >= n_rows and columns >= d are zero-filled.
-template <int kRows, int kD, int kThreads, typename T>
-__device__ __forceinline__ void load_tile_sw128(T* smem, const T* gmem, int64_t seq_stride,
-                                                int row0, int n_rows, int d) {
-  constexpr int kVecs = kD / 8;  // 16-byte vectors per row
-  static_assert((kRows * kVecs) % kThreads == 0, "tile load");
-#pragma unroll
-  for (int n = 0; n < kRows * kVecs / kThreads; ++n) {
-    const int idx = n * kThreads + threadIdx.x;
-    const int r = idx / kVecs, c = (idx % kVecs) * 8;
-    const bool valid = row0 + r < n_rows && c < d;
-    const T* src = valid ? gmem + (row0 + r) * seq_stride + c : gmem;
-    cp_async_16(reinterpret_cast<char*>(smem) + sw128_offset<kRows>(r, c), src, valid);
-  }
-}
-
-__device__ __forceinline__ uint64_t desc_plus(uint64_t desc, int bytes) {
-  return desc + static_cast<uint64_t>(bytes >> 4);
-}
-
 template <typename T, int kD>
 __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
     fa2_bwd_dkdv_sm90_kernel(const AttnBwdParams p, const float* __restrict__ delta,
@@ -106,9 +85,10 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
     const int h = h_k * G + it / n_i, i = i_begin + it % n_i;
     const T* Q = static_cast<const T*>(p.q) + row_offset(p.q_strides, b, h, 0);
     const T* dO = static_cast<const T*>(p.dout) + row_offset(p.dout_strides, b, h, 0);
-    load_tile_sw128<B_r, kD, kThreads>(Q_s + stage * B_r * kD, Q, p.q_strides.seq, i * B_r, S_q, d);
-    load_tile_sw128<B_r, kD, kThreads>(dO_s + stage * B_r * kD, dO, p.dout_strides.seq, i * B_r,
-                                       S_q, d);
+    cp_async_tile_sw128<B_r, kD, kThreads>(Q_s + stage * B_r * kD, Q, p.q_strides.seq, i * B_r, S_q,
+                                           d);
+    cp_async_tile_sw128<B_r, kD, kThreads>(dO_s + stage * B_r * kD, dO, p.dout_strides.seq, i * B_r,
+                                           S_q, d);
     for (int r = tid; r < B_r; r += kThreads) {
       const int q = i * B_r + r;
       const int64_t row = (b * p.heads_q + h) * S_q + (q < S_q ? q : 0);
@@ -126,8 +106,8 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
   if (n_iter > 0) {
     const T* K = static_cast<const T*>(p.k) + row_offset(p.k_strides, b, h_k, 0);
     const T* V = static_cast<const T*>(p.v) + row_offset(p.v_strides, b, h_k, 0);
-    load_tile_sw128<B_c, kD, kThreads>(K_s, K, p.k_strides.seq, key0, S_k, d);
-    load_tile_sw128<B_c, kD, kThreads>(V_s, V, p.v_strides.seq, key0, S_k, d);
+    cp_async_tile_sw128<B_c, kD, kThreads>(K_s, K, p.k_strides.seq, key0, S_k, d);
+    cp_async_tile_sw128<B_c, kD, kThreads>(V_s, V, p.v_strides.seq, key0, S_k, d);
     load_q_block(0);
   }
   cp_async_commit();

@@ -33,6 +33,7 @@
 #include <string>
 
 #include "cuda/cuda_api.h"
+#include "cuda/fa2_fwd_sm90.h"
 #include "cuda/fa2_fwd_traits.h"
 #include "flashmin/cuda/copy.h"
 #include "flashmin/cuda/mma.h"
@@ -79,16 +80,6 @@ __device__ __forceinline__ void load_tile_async(T* smem, const T* gmem, int64_t 
 // Clamp a 64-bit bound into [lo, hi].
 __device__ __forceinline__ int clamp_int(int64_t x, int lo, int hi) {
   return static_cast<int>(x < lo ? lo : (x > hi ? hi : x));
-}
-
-__device__ __forceinline__ float quad_max(float x) {
-  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
-  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
-}
-
-__device__ __forceinline__ float quad_sum(float x) {
-  x += __shfl_xor_sync(0xffffffffu, x, 1);
-  return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
 // Named barrier of the warps of one row group (id 0 is __syncthreads); also orders their smem
@@ -589,8 +580,9 @@ void fa2_fwd_mma(const AttnParams& p, cudaStream_t stream) {
   FM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   if (major < 8)
     throw std::runtime_error("device: the fp16/bf16 FA2 kernels need compute capability >= 8.0");
-  // sm80 family for sm_80 .. sm_90 (and newer, through PTX). An sm90 (wgmma/TMA) family would
-  // be chosen here for major == 9.
+  // sm90 family (wgmma) on compute capability 9.0 for the buckets it covers; sm80 family
+  // (mma.sync) everywhere else (sm_80 .. sm_90, and newer through PTX).
+  if (fa2_fwd_sm90_usable(p)) return fa2_fwd_sm90(p, stream);
   switch (p.dtype) {
     case DType::kFloat16:
       return fa2_fwd_sm80<__half>(p, stream);

@@ -88,4 +88,21 @@ struct Fa2FwdSm80Traits<224> : Fa2FwdSm80Config<224, 64, 32, 4, 2, false, 2> {};
 template <>
 struct Fa2FwdSm80Traits<256> : Fa2FwdSm80Config<256, 128, 64, 8, 1, false, 1, 2> {};
 
+// ---- sm90 family (wgmma, sm_90a only; src/cuda/fa2_fwd_sm90.cu) ------------------------------
+// 2 warpgroups x 64 query rows (B_r = 128). Per K/V block: S_ij = Q_i K_j^T as an SS wgmma
+// (64 x B_c per warpgroup), O_i += P_ij V_j as a register-A wgmma (64 x kD). K_j and V_j have
+// two buffers each; S_{i,j+1} is issued before P_ij V_j so the softmax of block j+1 overlaps it.
+// Registers per thread: O_i kD/2 + S_ij B_c/2 + P_ij B_c/4 -> B_c = 64 at kD = 256.
+template <int kD>
+struct Fa2FwdSm90Traits {
+  static constexpr bool kSupported = kD == 64 || kD == 128 || kD == 256;  // launched: 128, 256
+  static constexpr int kWarpGroups = 2;
+  static constexpr int kThreads = 128 * kWarpGroups;
+  static constexpr int kBr = 64 * kWarpGroups;
+  static constexpr int kBc = kD == 256 ? 64 : 128;
+  static constexpr int kTileQ = kBr * kD * 2;   // bytes (16-bit elements)
+  static constexpr int kTileKV = kBc * kD * 2;  // one K_j or V_j buffer
+  static constexpr int kSmemBytes = 1024 /* alignment */ + kTileQ + 4 * kTileKV;
+};
+
 }  // namespace flashmin::cuda

@@ -4,9 +4,11 @@
 //
 //   nvcc -std=c++17 -O3 --expt-relaxed-constexpr -Iinclude -Isrc \
 //        -gencode arch=compute_90a,code=sm_90a \
-//        tests/cuda/fa2_fwd_check.cu src/cuda/fa2_fwd.cu src/cuda/cuda_error.cpp -o /tmp/fa2 &&
+//        -DFLASHMIN_HAS_SM90A=1 tests/cuda/fa2_fwd_check.cu src/cuda/fa2_fwd.cu \
+//        src/cuda/fa2_fwd_sm90.cu src/cuda/cuda_error.cpp -o /tmp/fa2 &&
 //        /tmp/fa2
 //
+// On an sm_90 GPU this checks and times the sm90 family; FLASHMIN_FORCE_SM80=1 the sm80 one.
 // Tuning mode (-DFA2_TUNE_D=64|128|256, no separate fa2_fwd.cu on the command line): includes
 // the kernel source and times alternative tile configurations of that bucket.
 #include <cuda_bf16.h>
@@ -362,6 +364,8 @@ static std::vector<Case> all_cases() {
       {2, 2, 2, 130, 260, 64, false, 0, false, 0, -0.2f},  // negative scale
       {1, 2, 2, 70, 70, 64, true, 0, false, 0, 1e-20f},    // tiny scale
       {1, 2, 1, 600, 700, 128, true, 100, false, 0, 0},
+      {1, 4, 2, 1000, 1500, 64, true, 500, true, 0, 0},  // many K/V blocks, GQA
+      {2, 2, 1, 700, 900, 256, false, 0, false, 8, 0},
   };
   const int dims[] = {8,   16,  32,  40,  48,  64,  72,  80,  96,  104, 120, 128,
                       136, 152, 160, 168, 192, 200, 216, 224, 232, 248, 256};

@@ -53,4 +53,24 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
+// Two adjacent 16x8 accumulator tiles -> one 16x16 A fragment of the next product (the FA2
+// register trick: P or dS never goes through shared memory).
+template <typename T>
+__device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float* c0, const float* c1) {
+  a[0] = MmaType<T>::pack(c0[0], c0[1]);
+  a[1] = MmaType<T>::pack(c0[2], c0[3]);
+  a[2] = MmaType<T>::pack(c1[0], c1[1]);
+  a[3] = MmaType<T>::pack(c1[2], c1[3]);
+}
+
+// Reductions over the 4 lanes of a quad, which together hold one accumulator row.
+__device__ __forceinline__ float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+__device__ __forceinline__ float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
 }  // namespace flashmin::cuda

@@ -28,6 +28,7 @@
 #define FM_HAS_WGMMA 0
 #endif
 
+#include "flashmin/cuda/copy.h"
 #include "flashmin/cuda/wgmma_ops.h"
 
 namespace flashmin::cuda {
@@ -36,6 +37,24 @@ namespace flashmin::cuda {
 template <int kRows>
 __device__ __forceinline__ int sw128_offset(int r, int c) {
   return (c / 64) * (kRows * 128) + r * 128 + ((((c % 64) / 8) ^ (r % 8)) * 16) + (c % 8) * 2;
+}
+
+// cp.async a (kRows x kD) tile, rows [row0, row0 + kRows) of a (n_rows x d) matrix with row
+// stride seq_stride (elements), into the swizzled layout. Rows >= n_rows and columns >= d are
+// zero-filled without reading global memory. kThreads threads take part.
+template <int kRows, int kD, int kThreads, typename T>
+__device__ __forceinline__ void cp_async_tile_sw128(T* smem, const T* gmem, int64_t seq_stride,
+                                                    int row0, int n_rows, int d) {
+  constexpr int kVecs = kD / 8;  // 16-byte vectors per row
+  static_assert((kRows * kVecs) % kThreads == 0, "tile load");
+#pragma unroll
+  for (int n = 0; n < kRows * kVecs / kThreads; ++n) {
+    const int idx = n * kThreads + static_cast<int>(threadIdx.x) % kThreads;
+    const int r = idx / kVecs, c = (idx % kVecs) * 8;
+    const bool valid = row0 + r < n_rows && c < d;
+    const T* src = valid ? gmem + (row0 + r) * seq_stride + c : gmem;
+    cp_async_16(reinterpret_cast<char*>(smem) + sw128_offset<kRows>(r, c), src, valid);
+  }
 }
 
 // Matrix descriptor of a 128-byte-swizzled operand starting at `smem` (shared address space).
@@ -47,6 +66,11 @@ __device__ __forceinline__ uint64_t sw128_desc(const void* smem, uint32_t lbo_by
   desc |= static_cast<uint64_t>((sbo_bytes >> 4) & 0x3FFF) << 32;
   desc |= static_cast<uint64_t>(1) << 62;  // 128-byte swizzle
   return desc;
+}
+
+// The descriptor of the operand `bytes` further on in shared memory.
+__device__ __forceinline__ uint64_t desc_plus(uint64_t desc, int bytes) {
+  return desc + static_cast<uint64_t>(bytes >> 4);
 }
 
 // Order register writes (e.g. packing an A fragment, zeroing an accumulator) before the wgmma
