@@ -9,12 +9,12 @@
 //      (GQA packing): K_j, V_j are read from global memory once per group. Split s covers a
 //      contiguous range of key blocks computed on the device from L_b. The CTA streams
 //      K_j, V_j (B_c keys, 32 KB per stage) through a 3-stage pipeline (sm_90: TMA tensor
-//      copies issued by one thread, full/empty mbarriers; sm_80: cp.async); each warp
-//      runs the FA2 inner loop (online softmax) on 16 query rows x 16 keys at a time, on
-//      tensor cores (mma.sync m16n8k16) for fp16/bf16 or on CUDA cores for fp32.
-//      Warps that share a row tile split the keys of a block and merge at the end.
-//      With one split it writes O and lse directly; otherwise a normalised partial O_s and
-//      its lse_s (fp32, in the workspace).
+//      copies issued by a dedicated producer warp, full/empty mbarriers; sm_80: cp.async);
+//      each compute warp runs the FA2 inner loop (online softmax) on 16 query rows x 16 keys at a
+//      time, on tensor cores (mma.sync m16n8k16) for fp16/bf16 or on CUDA cores for fp32. Warps
+//      that share a row tile split the keys of a block and merge at the end. With one split it
+//      writes O and lse directly; otherwise a normalised partial O_s and its lse_s (fp32, in the
+//      workspace).
 //   3. decode_combine_kernel merges the splits through their lse (SoftmaxState):
 //      O = sum_s exp(lse_s - lse) O_s,  lse = log sum_s exp(lse_s).
 //
@@ -362,10 +362,14 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk>::kThreads)
   const int64_t row_begin = int64_t(chunk) * Tr::kMaxRows;
   const int rows = int(min(int64_t(Tr::kMaxRows), group * S_q - row_begin));
   const int row_tiles = (rows + Tr::kRowTile - 1) / Tr::kRowTile;
-  // Warps that share a row tile split each K_j, V_j block between them (16-key chunks).
-  const int warps_n = row_tiles == 1 ? 4 : row_tiles == 2 ? 2 : 1;
+  // Tensor-copy path: warp kWarps only issues the copies (producer); warps 0..kWarps-1 compute.
+  const bool is_producer = Tr::kProducerWarp && warp == Tr::kWarps;
+  // Warps that share a row tile split each K_j, V_j block between them (16-key chunks):
+  // warps_n = the largest power of 2 with row_tiles * warps_n <= kWarps.
+  int warps_n = 1;
+  while (warps_n * 2 * row_tiles <= Tr::kWarps) warps_n *= 2;
   const int rt = warp / warps_n, wn = warp % warps_n;
-  const bool warp_has_rows = rt < row_tiles;
+  const bool warp_has_rows = !is_producer && rt < row_tiles;
 
   // ---- Shared memory (base 1024-byte aligned on the tensor-copy path, for the swizzle):
   //      stages x (K_j [B_c][kD], V_j [B_c][kD]) | Q_i [rows_pad][kD] | m, l | P | mbarriers.
@@ -399,12 +403,12 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk>::kThreads)
   const T* v_cache = static_cast<const T*>(p.v_cache);
 
   // K_j, V_j (B_c x kD each) of key block blk -> stage.
-  // Tensor-copy path (called by thread 0 only): the block is cut into sub-blocks of
-  // `sub_rows` keys (B_c, or the page size when pages are smaller) that each lie in one page;
-  // a sub-block starting at or past L is skipped (its keys are masked), so only pages the
-  // sequence uses are looked up. Keys in [L, sub-block end) are loaded as whatever the cache
-  // holds and neutralised by the mask (K) and warp_pv's kv_valid (V).
-  // cp.async path (every thread): keys >= L are zero-filled, not read.
+  // Tensor-copy path (called by the producer warp's lane 0 only): the block is cut into sub-blocks
+  // of `sub_rows` keys (B_c, or the page size when pages are smaller) that each lie in one page; a
+  // sub-block starting at or past L is skipped (its keys are masked), so only pages the sequence
+  // uses are looked up. Keys in [L, sub-block end) are loaded as whatever the cache holds and
+  // neutralised by the mask (K) and warp_pv's kv_valid (V). cp.async path (every thread): keys >= L
+  // are zero-filled, not read.
   auto load_kv = [&](int64_t blk, int stage) {
     T* Ks = KVs + stage * 2 * kBc * kD;
     T* Vs = Ks + kBc * kD;
@@ -465,10 +469,11 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk>::kThreads)
     }
   };
 
-  // ---- Pipeline prologue. Tensor-copy path: thread 0 sets up the mbarriers (full: 1 arrival
-  //      + bytes; empty: one arrival per warp) and fills every stage before anyone waits.
+  // ---- Pipeline prologue. Tensor-copy path: the producer sets up the mbarriers (full: 1
+  //      arrival + bytes; empty: one arrival per consumer warp) and fills every stage before
+  //      anyone waits.
   if constexpr (kBulk) {
-    if (tid == 0) {
+    if (Tr::kProducerWarp ? (is_producer && lane == 0) : tid == 0) {
       for (int s = 0; s < kStages; ++s) {
         mbar_init(&full_bar[s], 1);
         mbar_init(&empty_bar[s], Tr::kWarps);
@@ -511,19 +516,34 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk>::kThreads)
   const int64_t t_row[2] = {(row_begin + r_lo) % S_q, (row_begin + r_lo + 8) % S_q};
   const float scale_log2 = p.scale * kLog2e;
 
-  for (int64_t blk = blk_begin; blk < blk_end; ++blk) {
+  if (is_producer) {
+    // Producer (tensor-copy path): as soon as every consumer warp has released the stage of
+    // block blk - kStages, refill it with block blk. Never waits on a consumer otherwise.
+    if (lane == 0) {
+      for (int64_t blk = blk_begin + kStages; blk < blk_end; ++blk) {
+        const int it = int(blk - blk_begin), stage = it % kStages;
+        mbar_wait(&empty_bar[stage], ((it / kStages) - 1) & 1);
+        load_kv(blk, stage);
+      }
+    }
+    __syncwarp();
+  }
+  // Consumers: the FA2 inner loop over this split's key blocks.
+  const int64_t consume_end = is_producer ? blk_begin : blk_end;
+  for (int64_t blk = blk_begin; blk < consume_end; ++blk) {
     const int it = int(blk - blk_begin);
     const int stage = it % kStages;
     if constexpr (kBulk) {
-      // Producer (thread 0): once every warp has released block blk - 1, refill its stage with
-      // block blk + kStages - 1. Then everyone waits for block blk to land.
-      if (tid == 0 && it >= 1 && blk + kStages - 1 < blk_end) {
-        const int prev = (it - 1) % kStages;
-        mbar_wait(&empty_bar[prev], ((it - 1) / kStages) & 1);
-        load_kv(blk + kStages - 1, prev);
+      if constexpr (!Tr::kProducerWarp) {
+        // Thread 0 produces: once every warp has released block blk - 1, refill its stage.
+        if (tid == 0 && it >= 1 && blk + kStages - 1 < blk_end) {
+          const int prev = (it - 1) % kStages;
+          mbar_wait(&empty_bar[prev], ((it - 1) / kStages) & 1);
+          load_kv(blk + kStages - 1, prev);
+        }
       }
       __syncwarp();
-      mbar_wait(&full_bar[stage], (it / kStages) & 1);
+      mbar_wait(&full_bar[stage], (it / kStages) & 1);  // block blk has landed
       __syncwarp();
     } else {
       // Issue block blk + kStages - 1 into the stage freed at the end of the last iteration.
@@ -538,7 +558,8 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk>::kThreads)
     if (warp_has_rows) {
       // The warps of a row tile take the 16-key chunks of the key range in turn (global chunk
       // index modulo warps_n), so blocks with fewer chunks than warps still keep all busy.
-      // (warps_n is 1, 2 or 4; with B_c >= 64 keys every warp simply takes chunk wn + k warps_n.)
+      // (warps_n is a power of 2; when kWarps divides the chunk count, every warp simply takes
+      // chunks wn + k warps_n.)
       constexpr int kChunks = kBc / Tr::kKeyChunk;
       int c0 = wn;
       if constexpr (kChunks % Tr::kWarps != 0)
@@ -909,15 +930,20 @@ int64_t decode_plan(DecodeParams& p, int num_sms) {
     using Tr = typename decltype(cfg)::Traits;
     const Layout l = layout<Tr>(p);
     row_chunks = l.row_chunks;
-    // Resident CTAs per SM: shared memory (228 KB per SM, 1 KB reserved per CTA) and registers.
-    per_sm = std::clamp<int64_t>((228 * 1024) / (Tr::smem_bytes(l.rows_cta) + 1024), 1, 16);
-    cudaFuncAttributes attr = {};
-    if (cudaFuncGetAttributes(&attr, decode_split_kernel<T, Tr::kHeadDim, Tr::kBulk>) ==
+    // Resident CTAs per SM: the runtime's occupancy query (shared memory, registers and their
+    // per-warp allocation granularity); an estimate from shared memory alone if it fails.
+    const int64_t smem = Tr::smem_bytes(l.rows_cta);
+    per_sm = std::clamp<int64_t>((228 * 1024) / (smem + 1024), 1, 16);
+    auto* kernel = decode_split_kernel<T, Tr::kHeadDim, Tr::kBulk>;
+    int blocks = 0;
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) ==
             cudaSuccess &&
-        attr.numRegs > 0) {
-      const int64_t regs_per_cta = ceil_div(attr.numRegs, 8) * 8 * Tr::kThreads;
-      per_sm = std::clamp<int64_t>(65536 / regs_per_cta, 1, per_sm);
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, Tr::kThreads,
+                                                      size_t(smem)) == cudaSuccess &&
+        blocks > 0) {
+      per_sm = blocks;
     }
+    (void)cudaGetLastError();
   });
   if (p.num_splits == 0) {
     // Split the keys only when the (b, h_k, row chunk) CTAs fill less than ~a wave. Then pick

@@ -1,14 +1,14 @@
 // Tile sizes of the Flash-Decoding kernels (src/cuda/decode.cu), in ONE place.
 //
-// One CTA = 4 warps works on one (split, batch b, KV head h_k, chunk of <= 64 query rows).
-// The query rows of a CTA are every (query head of the group, query position) pair that reads
-// K/V head h_k: rows = group_size * S_q, so K/V are read once per group (GQA packing).
-// Each key/value block K_j, V_j (B_c keys) is one pipeline stage of 32 KB in shared memory.
-// kBulk (sm_90): the stage is filled by the Tensor Memory Accelerator: a few tiled tensor copies
-// (cp.async.bulk.tensor, boxes of 128 bytes x B_c rows with the 128-byte swizzle) issued by one
-// thread and completing on a "full" mbarrier; warps release a stage on an "empty" mbarrier, so
-// there is no CTA-wide barrier per block. Otherwise (sm_80 path) every thread issues 16-byte
-// cp.async copies into an XOR-swizzled tile.
+// One CTA = 4 compute warps (+ 1 producer warp on sm_90) works on one (split, batch b, KV head h_k,
+// chunk of <= 64 query rows). The query rows of a CTA are every (query head of the group, query
+// position) pair that reads K/V head h_k: rows = group_size * S_q, so K/V are read once per group
+// (GQA packing). Each key/value block K_j, V_j (B_c keys) is one pipeline stage of 32 KB in shared
+// memory. kBulk (sm_90): the stage is filled by the Tensor Memory Accelerator: a few tiled tensor
+// copies (cp.async.bulk.tensor, boxes of 128 bytes x B_c rows with the 128-byte swizzle) issued by
+// the producer warp and completing on a "full" mbarrier; warps release a stage on an "empty"
+// mbarrier, so there is no CTA-wide barrier per block. Otherwise (sm_80 path) every thread issues
+// 16-byte cp.async copies into an XOR-swizzled tile.
 #pragma once
 
 #include <cstdint>
@@ -21,40 +21,61 @@ namespace flashmin::cuda {
 // columns are zero-filled in shared memory, never read from global memory).
 constexpr int decode_head_dim_bucket(int64_t d) { return d <= 64 ? 64 : d <= 128 ? 128 : 256; }
 
+// Tensor-copy (sm_90) pipeline shape for rows of <= 256 bytes (16-bit D <= 128, fp32 D <= 64):
+// consumer warps, bytes per K_j + V_j stage and per pipeline (overridable for experiments).
+#ifndef FM_DECODE_BULK_WARPS
+#define FM_DECODE_BULK_WARPS 4
+#endif
+#ifndef FM_DECODE_BULK_STAGE_KB
+#define FM_DECODE_BULK_STAGE_KB 32
+#endif
+#ifndef FM_DECODE_PRODUCER_WARP
+#define FM_DECODE_PRODUCER_WARP 1
+#endif
+#ifndef FM_DECODE_BULK_PIPE_KB
+#define FM_DECODE_BULK_PIPE_KB 96
+#endif
+
 template <typename T, int kD, bool kBulkCopy>
 struct DecodeTraits {
   static constexpr bool kBulk = kBulkCopy;
   static constexpr int kHeadDim = kD;  // padded head dim (bucket)
-  static constexpr int kWarps = 4;
-  static constexpr int kThreads = 32 * kWarps;
-  static constexpr int kRowTile = 16;                 // query rows of one warp (mma M)
-  static constexpr int kMaxRows = kRowTile * kWarps;  // query rows of one CTA
-  static constexpr int kKeyChunk = 16;                // keys per warp step (mma K of P V)
-  static constexpr int kVec = 16 / int(sizeof(T));    // elements per 16-byte vector
-  static constexpr int kVecsPerRow = kD / kVec;       // >= 8: the XOR swizzle needs 8
-  // One K_j + V_j stage is 32 KB and the pipeline 96 KB (3 stages; two CTAs per SM for D <= 128
-  // with <= 16 query rows). Measured on H200 with the tensor-copy path: 16 KB stages x 6 and
-  // 8 KB x 12 reach only 70% / 47% of copy bandwidth at B=32 L=8k (32 KB x 3: 91%).
-  static constexpr int kStageTarget = 32 * 1024;
+  // Narrow rows take the large-block tensor-copy configuration above; wider rows (and the
+  // cp.async path) keep 4 consumer warps with 32 KB stages, 96 KB in flight.
+  static constexpr bool kNarrow = kBulk && kD * int(sizeof(T)) <= 256;
+  static constexpr int kWarps = kNarrow ? FM_DECODE_BULK_WARPS : 4;  // consumer warps
+  // Tensor-copy path: one extra warp is the producer (issues the TMA copies, never computes).
+  // (FM_DECODE_PRODUCER_WARP=0: thread 0 refills stages between its own blocks instead.)
+  static constexpr bool kProducerWarp = kBulk && FM_DECODE_PRODUCER_WARP;
+  static constexpr int kThreads = 32 * (kWarps + (kProducerWarp ? 1 : 0));
+  static constexpr int kRowTile = 16;               // query rows of one warp (mma M)
+  static constexpr int kMaxRows = 64;               // query rows of one CTA (<= 4 row tiles)
+  static constexpr int kKeyChunk = 16;              // keys per warp step (mma K of P V)
+  static constexpr int kVec = 16 / int(sizeof(T));  // elements per 16-byte vector
+  static constexpr int kVecsPerRow = kD / kVec;     // >= 8: the XOR swizzle needs 8
+  static constexpr int kStageTarget = kNarrow ? FM_DECODE_BULK_STAGE_KB * 1024 : 32 * 1024;
   static constexpr int kBcRaw = kStageTarget / (2 * kD * int(sizeof(T)));
   static constexpr int kBc = kBcRaw < 16 ? 16 : kBcRaw;              // B_c, keys per block
   static constexpr int kRowStride = kD;                              // elements between Q_i rows
   static constexpr int kStageBytes = 2 * kBc * kD * int(sizeof(T));  // K_j + V_j
-  static constexpr int kStagesRaw = 96 * 1024 / kStageBytes;
+  static constexpr int kPipeTarget = kNarrow ? FM_DECODE_BULK_PIPE_KB * 1024 : 96 * 1024;
+  static constexpr int kStagesRaw = kPipeTarget / kStageBytes;
   static constexpr int kStages = kBulk ? (kStagesRaw < 3 ? 3 : kStagesRaw) : 3;  // pipeline depth
   // Tensor-copy path: a K_j (or V_j) tile is kDBoxes boxes of [B_c][128 bytes] (128/sizeof(T)
   // head-dim columns each), 128-byte swizzled: 16-byte chunk c of row r sits at chunk c ^ (r % 8).
   static constexpr int kBoxCols = 128 / int(sizeof(T));
   static constexpr int kDBoxes = kD / kBoxCols;
   static constexpr int kSmemAlign = kBulk ? 1024 : 0;  // the swizzle repeats every 1024 bytes
-  static constexpr int kVecsPerThread = kBc * kVecsPerRow / kThreads;  // per tile per stage
+  static constexpr int kVecsPerThread = kBc * kVecsPerRow / kThreads;  // cp.async, per tile
   static constexpr int kOStride = kD + 4;  // fp32 row stride of the O scratch
 
   static_assert(kVecsPerRow >= 8, "swizzle needs >= 8 vectors per row");
   static_assert(kD % kBoxCols == 0, "a row is a whole number of 128-byte boxes");
   static_assert(kBc <= 256 && kBc % 16 == 0, "tensor-copy box rows");
   static_assert(kBc % kKeyChunk == 0, "B_c must be a multiple of 16 keys");
-  static_assert(kBc * kVecsPerRow % kThreads == 0, "tile must split evenly over threads");
+  static_assert(kBulk || kBc * kVecsPerRow % kThreads == 0, "tile must split evenly over threads");
+  static_assert(kMaxRows <= kRowTile * kWarps, "every row tile needs a warp");
+  static_assert((kWarps & (kWarps - 1)) == 0, "warps are split between row tiles in powers of 2");
   static_assert(kWarps * kRowTile * kOStride * 4 <= kStages * kStageBytes,
                 "epilogue O scratch must fit in the pipeline buffers");
 
