@@ -41,9 +41,11 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
   constexpr int kStages = Tr::kStages;
   constexpr int kKvBlock = B_c * 128;  // bytes between 64-column blocks of K_j / V_j / dS^T
   constexpr int kQBlock = B_r * 128;   // ... of Q_i / dO_i
-  using WgmmaS = Wgmma<T, B_r>;        // S^T, dP^T : 64 keys x B_r queries
-  using WgmmaKV = Wgmma<T, kD>;        // dK_j, dV_j : 64 keys x kD
-  using WgmmaQ = Wgmma<T, 64>;         // dQ item   : 64 queries x 64 columns
+  constexpr bool kSplitD = Tr::kSplitD;
+  constexpr int kQCols = Tr::kQCols, kDCols = Tr::kDCols, kDqCols = Tr::kDqCols;
+  using WgmmaS = Wgmma<T, kQCols>;   // S^T, dP^T : 64 keys x kQCols queries
+  using WgmmaKV = Wgmma<T, kDCols>;  // dK_j, dV_j : 64 keys x kDCols columns
+  using WgmmaQ = Wgmma<T, kDqCols>;  // dQ item   : 64 queries x kDqCols columns
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   // The swizzle pattern repeats every 1024 bytes: align the tiles to it.
@@ -52,8 +54,10 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
   T* V_s = reinterpret_cast<T*>(smem + Tr::kTileKV);      // [B_c][kD]
   T* Q_s = reinterpret_cast<T*>(smem + 2 * Tr::kTileKV);  // [kStages][B_r][kD]
   T* dO_s = reinterpret_cast<T*>(smem + 2 * Tr::kTileKV + kStages * Tr::kTileQ);
-  T* dS_s = reinterpret_cast<T*>(smem + 2 * Tr::kTileKV + 2 * kStages * Tr::kTileQ);  // dS^T
-  float* lse_s = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(dS_s) + Tr::kTileS);
+  T* dS_s = reinterpret_cast<T*>(smem + 2 * Tr::kTileKV + 2 * kStages * Tr::kTileQ);   // dS^T
+  T* P_s = reinterpret_cast<T*>(reinterpret_cast<unsigned char*>(dS_s) + Tr::kTileS);  // P^T
+  float* lse_s =
+      reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(P_s) + (kSplitD ? Tr::kTileS : 0));
   float* D_s = lse_s + 2 * B_r;  // lse_i, D_i : [2][B_r] each
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
@@ -66,7 +70,11 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
   const int G = static_cast<int>(p.heads_q / p.heads_kv);
   const int key0 = j * B_c;
   const float scale_log2 = p.scale * kLog2e;
-  const int kr0 = wg * 64 + wi * 16;  // this warp's 16 keys (rows of S^T, dK_j, dV_j)
+  // This warp's 16 keys (rows of S^T, dK_j, dV_j), its warpgroup's first query of S^T and
+  // first column of dK_j / dV_j.
+  const int kr0 = (kSplitD ? 0 : wg * 64) + wi * 16;
+  const int qc0 = kSplitD ? wg * kQCols : 0;
+  const int dc0 = kSplitD ? wg * kDCols : 0;
 
   // Query blocks that see at least one key of this block: i >= (key0 - offset) / B_r.
   const int T_r = (S_q + B_r - 1) / B_r;
@@ -97,11 +105,11 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
     }
   };
 
-  // dK_j, dV_j : (64 keys x kD) per warpgroup, fp32 wgmma accumulators
-  float dK_acc[kD / 2];
-  float dV_acc[kD / 2];
+  // dK_j, dV_j : (64 keys x kDCols) per warpgroup, fp32 wgmma accumulators
+  float dK_acc[kDCols / 2];
+  float dV_acc[kDCols / 2];
 #pragma unroll
-  for (int n = 0; n < kD / 2; ++n) dK_acc[n] = dV_acc[n] = 0.f;
+  for (int n = 0; n < kDCols / 2; ++n) dK_acc[n] = dV_acc[n] = 0.f;
 
   if (n_iter > 0) {
     const T* K = static_cast<const T*>(p.k) + row_offset(p.k_strides, b, h_k, 0);
@@ -114,8 +122,8 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
 
   // Descriptors: this warpgroup's 64 rows of K_j / V_j as K-major A operands; K_j as the
   // MN-major B operand of dQ.
-  const uint64_t desc_K = sw128_desc(reinterpret_cast<char*>(K_s) + wg * 64 * 128, 16, 1024);
-  const uint64_t desc_V = sw128_desc(reinterpret_cast<char*>(V_s) + wg * 64 * 128, 16, 1024);
+  const uint64_t desc_K = sw128_desc(reinterpret_cast<char*>(K_s) + kr0 / 64 * 64 * 128, 16, 1024);
+  const uint64_t desc_V = sw128_desc(reinterpret_cast<char*>(V_s) + kr0 / 64 * 64 * 128, 16, 1024);
   const uint64_t desc_Kt = sw128_desc(K_s, kKvBlock, 1024);
   const uint64_t desc_dSt = sw128_desc(dS_s, kKvBlock, 1024);
 
@@ -134,22 +142,23 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
     const float* lse_i = lse_s + (it % 2) * B_r;  // (B_r), log2 units
     const float* D_i = D_s + (it % 2) * B_r;      // (B_r)
 
-    // S^T_ij = K_j Q_i^T, then dP^T_ij = V_j dO_i^T : (64 keys x B_r queries) per warpgroup.
-    // Step ks contracts head-dim columns [16 ks, 16 ks + 16): 32 bytes into a 64-column block.
-    float S_acc[B_r / 2];
-    float dP_acc[B_r / 2];
+    // S^T_ij = K_j Q_i^T, then dP^T_ij = V_j dO_i^T : (64 keys x kQCols queries from qc0) per
+    // warpgroup. Step ks contracts head-dim columns [16 ks, 16 ks + 16): 32 bytes into a
+    // 64-column block.
+    float S_acc[kQCols / 2];
+    float dP_acc[kQCols / 2];
     wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < kD / 16; ++ks) {
       const int off = (ks / 4) * kKvBlock + (ks % 4) * 32;
-      const int off_q = (ks / 4) * kQBlock + (ks % 4) * 32;
+      const int off_q = (ks / 4) * kQBlock + (ks % 4) * 32 + qc0 * 128;
       WgmmaS::template ss<0, 0>(S_acc, desc_plus(desc_K, off), desc_plus(desc_Q, off_q), ks > 0);
     }
     wgmma_commit();
 #pragma unroll
     for (int ks = 0; ks < kD / 16; ++ks) {
       const int off = (ks / 4) * kKvBlock + (ks % 4) * 32;
-      const int off_q = (ks / 4) * kQBlock + (ks % 4) * 32;
+      const int off_q = (ks / 4) * kQBlock + (ks % 4) * 32 + qc0 * 128;
       WgmmaS::template ss<0, 0>(dP_acc, desc_plus(desc_V, off), desc_plus(desc_dO, off_q), ks > 0);
     }
     wgmma_commit();
@@ -159,7 +168,7 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
     // 8*(e/2) - nt*8 - e%2 <= diag.
     const bool need_mask =
         key0 + B_c > S_k || (p.is_causal && q0 + p.causal_offset < key0 + B_c - 1);
-    const int kb = key0 + kr0 + lane / 4, qb = q0 + 2 * (lane % 4);
+    const int kb = key0 + kr0 + lane / 4, qb = q0 + qc0 + 2 * (lane % 4);
     const int key_room = S_k - kb;
     const int diag = causal_diag(p, qb, kb);
 
@@ -167,8 +176,8 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
     wgmma_wait<1>();
     pin_registers(S_acc);
 #pragma unroll
-    for (int nt = 0; nt < B_r / 8; ++nt) {
-      const float2 l2 = *reinterpret_cast<const float2*>(lse_i + nt * 8 + 2 * (lane % 4));
+    for (int nt = 0; nt < kQCols / 8; ++nt) {
+      const float2 l2 = *reinterpret_cast<const float2*>(lse_i + qc0 + nt * 8 + 2 * (lane % 4));
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const bool visible =
@@ -183,8 +192,8 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
     pin_registers(dP_acc);
     char* dS_bytes = reinterpret_cast<char*>(dS_s);
 #pragma unroll
-    for (int nt = 0; nt < B_r / 8; ++nt) {
-      const int qc = nt * 8 + 2 * (lane % 4);
+    for (int nt = 0; nt < kQCols / 8; ++nt) {
+      const int qc = qc0 + nt * 8 + 2 * (lane % 4);
       const float2 D2 = *reinterpret_cast<const float2*>(D_i + qc);
 #pragma unroll
       for (int e = 0; e < 4; ++e)
@@ -194,33 +203,62 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
           MmaType<T>::pack(dP_acc[nt * 4 + 0], dP_acc[nt * 4 + 1]);
       *reinterpret_cast<uint32_t*>(dS_bytes + sw128_offset<B_c>(r + 8, qc)) =
           MmaType<T>::pack(dP_acc[nt * 4 + 2], dP_acc[nt * 4 + 3]);
+      if constexpr (kSplitD) {  // P^T too: the other warpgroup's dV_j needs this query half
+        char* P_bytes = reinterpret_cast<char*>(P_s);
+        *reinterpret_cast<uint32_t*>(P_bytes + sw128_offset<B_c>(r, qc)) =
+            MmaType<T>::pack(S_acc[nt * 4 + 0], S_acc[nt * 4 + 1]);
+        *reinterpret_cast<uint32_t*>(P_bytes + sw128_offset<B_c>(r + 8, qc)) =
+            MmaType<T>::pack(S_acc[nt * 4 + 2], S_acc[nt * 4 + 3]);
+      }
     }
 
-    // dV_j += P^T_ij dO_i, dK_j += dS^T_ij Q_i : (64 keys x kD), contraction over B_r queries;
-    // A from registers, B = dO_i / Q_i MN-major (16 query rows = 2048 bytes per step).
-    uint32_t a_P[B_r / 16][4], a_dS[B_r / 16][4];
+    // dV_j += P^T_ij dO_i, dK_j += dS^T_ij Q_i : (64 keys x kDCols from dc0), contraction over
+    // B_r queries; B = dO_i / Q_i MN-major (16 query rows = 2048 bytes per step).
+    const int off_dc = (dc0 / 64) * kQBlock;
+    if constexpr (kSplitD) {
+      // A = P^T / dS^T tiles in smem (K-major: 16 queries = 32 bytes per step), once both
+      // warpgroups have stored their query halves.
+      fence_proxy_async();
+      named_barrier_sync(1, kThreads);
+      const uint64_t desc_Pt = sw128_desc(P_s, 16, 1024);
+      const uint64_t desc_dSt_k = sw128_desc(dS_s, 16, 1024);
+      wgmma_fence();
 #pragma unroll
-    for (int ks = 0; ks < B_r / 16; ++ks) {
-      acc_to_a<T>(a_P[ks], &S_acc[8 * ks], &S_acc[8 * ks + 4]);
-      acc_to_a<T>(a_dS[ks], &dP_acc[8 * ks], &dP_acc[8 * ks + 4]);
+      for (int ks = 0; ks < B_r / 16; ++ks)
+        WgmmaKV::template ss<0, 1>(dV_acc, desc_plus(desc_Pt, ks * 32),
+                                   desc_plus(desc_dO, off_dc + ks * 2048), 1);
+#pragma unroll
+      for (int ks = 0; ks < B_r / 16; ++ks)
+        WgmmaKV::template ss<0, 1>(dK_acc, desc_plus(desc_dSt_k, ks * 32),
+                                   desc_plus(desc_Q, off_dc + ks * 2048), 1);
+      wgmma_commit();
+    } else {
+      uint32_t a_P[B_r / 16][4], a_dS[B_r / 16][4];
+#pragma unroll
+      for (int ks = 0; ks < B_r / 16; ++ks) {
+        acc_to_a<T>(a_P[ks], &S_acc[8 * ks], &S_acc[8 * ks + 4]);
+        acc_to_a<T>(a_dS[ks], &dP_acc[8 * ks], &dP_acc[8 * ks + 4]);
+      }
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < B_r / 16; ++ks)
+        WgmmaKV::template rs<1>(dV_acc, a_P[ks], desc_plus(desc_dO, ks * 2048), 1);
+#pragma unroll
+      for (int ks = 0; ks < B_r / 16; ++ks)
+        WgmmaKV::template rs<1>(dK_acc, a_dS[ks], desc_plus(desc_Q, ks * 2048), 1);
+      wgmma_commit();
     }
-    wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < B_r / 16; ++ks)
-      WgmmaKV::template rs<1>(dV_acc, a_P[ks], desc_plus(desc_dO, ks * 2048), 1);
-#pragma unroll
-    for (int ks = 0; ks < B_r / 16; ++ks)
-      WgmmaKV::template rs<1>(dK_acc, a_dS[ks], desc_plus(desc_Q, ks * 2048), 1);
-    wgmma_commit();
 
-    // dQ_i += dS_ij K_j : item (64 queries from m0) x (64 columns from n0) per warpgroup,
+    // dQ_i += dS_ij K_j : item (64 queries from m0) x (kDqCols columns from n0) per warpgroup,
     // contraction over the B_c keys; A = dS^T tile and B = K_j, both MN-major.
     if (dq_accum != nullptr) {
-      fence_proxy_async();              // dS^T stores -> visible to wgmma
-      named_barrier_sync(1, kThreads);  // both warpgroups' dS^T slabs are in smem
-      constexpr int kColItems = kD / 64;
-      const int m0 = (wg / kColItems) * 64, n0 = (wg % kColItems) * 64;
-      float dQ_acc[32];
+      if constexpr (!kSplitD) {
+        fence_proxy_async();              // dS^T stores -> visible to wgmma
+        named_barrier_sync(1, kThreads);  // both warpgroups' dS^T slabs are in smem
+      }
+      constexpr int kColItems = kD / kDqCols;
+      const int m0 = (wg / kColItems) * 64, n0 = (wg % kColItems) * kDqCols;
+      float dQ_acc[kDqCols / 2];
       wgmma_fence();
 #pragma unroll
       for (int ks = 0; ks < B_c / 16; ++ks) {
@@ -232,7 +270,7 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
       pin_registers(dQ_acc);
       float* dQ = dq_accum + (b * p.heads_q + h) * static_cast<int64_t>(S_q) * kD;
 #pragma unroll
-      for (int nt = 0; nt < 8; ++nt) {
+      for (int nt = 0; nt < kDqCols / 8; ++nt) {
         const int col = n0 + nt * 8 + 2 * (lane % 4);
         if (col >= d) continue;
 #pragma unroll
@@ -254,8 +292,8 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
   T* dK = static_cast<T*>(p.dk) + row_offset(p.dk_strides, b, h_k, 0);
   T* dV = static_cast<T*>(p.dv) + row_offset(p.dv_strides, b, h_k, 0);
 #pragma unroll
-  for (int nt = 0; nt < kD / 8; ++nt) {
-    const int col = nt * 8 + 2 * (lane % 4);
+  for (int nt = 0; nt < kDCols / 8; ++nt) {
+    const int col = dc0 + nt * 8 + 2 * (lane % 4);
     if (col >= d) continue;
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
@@ -289,7 +327,7 @@ void launch_dkdv_sm90(const AttnBwdParams& p, const float* delta, const float* l
 bool fa2_bwd_sm90_usable(const AttnBwdParams& p) {
 #if defined(FLASHMIN_HAS_SM90A)
   const int bucket = head_dim_bucket(p.head_dim);
-  if (bucket != 64 && bucket != 128) return false;
+  if (bucket != 64 && bucket != 128 && bucket != 256) return false;
   // FLASHMIN_FORCE_SM80=1 keeps the sm80 family (for comparisons).
   const char* force = std::getenv("FLASHMIN_FORCE_SM80");
   if (force != nullptr && force[0] == '1') return false;
@@ -314,8 +352,11 @@ void fa2_bwd_dkdv_sm90(const AttnBwdParams& p, const float* delta, const float* 
     case 128:
       return half ? launch_dkdv_sm90<__half, 128>(p, delta, lse2, dq_accum, stream)
                   : launch_dkdv_sm90<__nv_bfloat16, 128>(p, delta, lse2, dq_accum, stream);
+    case 256:
+      return half ? launch_dkdv_sm90<__half, 256>(p, delta, lse2, dq_accum, stream)
+                  : launch_dkdv_sm90<__nv_bfloat16, 256>(p, delta, lse2, dq_accum, stream);
     default:
-      throw std::invalid_argument("fa2_bwd_dkdv_sm90: head-dim bucket must be 64 or 128");
+      throw std::invalid_argument("fa2_bwd_dkdv_sm90: head-dim bucket must be 64, 128 or 256");
   }
 }
 

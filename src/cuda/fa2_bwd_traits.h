@@ -63,30 +63,38 @@ struct Fa2BwdSm80Traits {
 };
 
 // ---- sm90 family (wgmma, sm_90a only; src/cuda/fa2_bwd_sm90.cu) ------------------------------
-// Main kernel: 2 warpgroups, each owning 64 keys of K_j, V_j (wgmma's M is 64), so B_c = 128.
-//   S^T_ij, dP^T_ij : per warpgroup 64 keys x B_r queries (SS wgmma, K-major K_j / Q_i)
-//   dV_j, dK_j      : per warpgroup 64 keys x kD (register-A wgmma: P^T / dS^T never leave
-//                     registers; dO_i / Q_i as MN-major B)
-//   dQ_i            : (B_r / 64) x (kD / 64) items of 64 x 64, one per warpgroup (SS wgmma on
-//                     the dS^T tile in smem and K_j, both MN-major), fp32 atomics
-// B_r = 128 for d64 (two dQ row halves), 64 for d128 (two dQ column halves): 2 items either way.
-// Head dims 96 / 160+ stay on the sm80 family (dK/dV of 64 x 256 would need 256 registers).
+// Main kernel: 2 warpgroups. wgmma's M is 64, so a warpgroup's dK_j / dV_j slice is 64 keys x
+// kDCols columns (fp32: kDCols registers per thread for both).
+//   d64, d128 : each warpgroup owns 64 keys (B_c = 128) and all kD columns.
+//     S^T_ij, dP^T_ij : 64 keys x B_r queries (SS wgmma, K-major K_j / Q_i)
+//     dV_j, dK_j      : register-A wgmma: P^T / dS^T never leave registers
+//   d256 (kSplitD)   : 64 x 256 would need 256 registers, so both warpgroups share 64 keys
+//     (B_c = 64): each computes S^T / dP^T for half of the B_r queries, P^T and dS^T meet in
+//     smem, and each accumulates dK_j / dV_j for half of the columns (SS wgmma).
+//   dQ_i : one 64 x kDqCols item per warpgroup (SS wgmma on the dS^T tile and K_j, both
+//     MN-major), fp32 atomics. B_r = 128 for d64 (two row halves), 64 otherwise.
+// Head dims 32 / 96 / 160 / 192 / 224 stay on the sm80 family.
 template <int kD>
 struct Fa2BwdSm90Traits {
-  static constexpr bool kSupported = kD == 64 || kD == 128;
+  static constexpr bool kSupported = kD == 64 || kD == 128 || kD == 256;
+  static constexpr bool kSplitD = kD == 256;
   static constexpr int kWarpGroups = 2;
   static constexpr int kThreads = 128 * kWarpGroups;
-  static constexpr int kBlockN = 64 * kWarpGroups;     // B_c
-  static constexpr int kBlockM = kD == 64 ? 128 : 64;  // B_r
-  static constexpr int kStages = 2;                    // Q_i / dO_i double buffer
-  static constexpr int kDqItems = (kBlockM / 64) * (kD / 64);
-  static_assert(!kSupported || kDqItems == kWarpGroups, "one dQ item per warpgroup");
+  static constexpr int kBlockN = kSplitD ? 64 : 64 * kWarpGroups;  // B_c
+  static constexpr int kBlockM = kD == 64 ? 128 : 64;              // B_r
+  static constexpr int kQCols = kSplitD ? kBlockM / 2 : kBlockM;   // queries of S^T per WG
+  static constexpr int kDCols = kSplitD ? kD / 2 : kD;             // dK/dV columns per WG
+  static constexpr int kDqCols = kSplitD ? 128 : 64;               // dQ item: 64 x kDqCols
+  static constexpr int kStages = 2;                                // Q_i / dO_i double buffer
+  static_assert(!kSupported || (kBlockM / 64) * (kD / kDqCols) == kWarpGroups,
+                "one dQ item per warpgroup");
   // Tiles in bytes (16-bit elements), each a multiple of 1024 (the swizzle period).
   static constexpr int kTileKV = kBlockN * kD * 2;
   static constexpr int kTileQ = kBlockM * kD * 2;
-  static constexpr int kTileS = kBlockN * kBlockM * 2;  // dS^T
+  static constexpr int kTileS = kBlockN * kBlockM * 2;  // dS^T (and P^T when kSplitD)
   static constexpr int kSmemBytes = 1024 /* alignment */ + 2 * kTileKV + 2 * kStages * kTileQ +
-                                    kTileS + 2 * 2 * kBlockM * 4 /* lse_i, D_i x 2 */;
+                                    (kSplitD ? 2 : 1) * kTileS +
+                                    2 * 2 * kBlockM * 4 /* lse_i, D_i x 2 */;
 };
 
 }  // namespace flashmin::cuda

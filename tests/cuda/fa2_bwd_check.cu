@@ -405,6 +405,8 @@ int main(int argc, char** argv) {
       {"gqa 300x700 d128 causal br", 2, 8, 2, 300, 700, 128, true, 400, false, false, Bf},
       {"511 d64 strided", 1, 2, 2, 511, 511, 64, false, 0, true, false, F},
       {"gqa 257x640 d112 causal", 1, 6, 3, 257, 640, 112, true, 383, false, false, F},
+      {"gqa 500x520 d256 causal strided", 1, 4, 2, 500, 520, 256, true, 20, true, false, Bf},
+      {"333 d248", 1, 2, 2, 333, 333, 248, false, 0, false, false, F},
       {"det 239 d128 causal gqa strided", 2, 4, 2, 239, 239, 128, true, 0, true, true, F},
       {"det 97x113 d64", 1, 2, 2, 97, 113, 64, false, 0, false, true, Bf},
       {"det 113x239 d256 causal br", 1, 2, 1, 113, 239, 256, true, 126, false, true, Bf},
