@@ -257,28 +257,32 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
         named_barrier_sync(1, kThreads);  // both warpgroups' dS^T slabs are in smem
       }
       constexpr int kColItems = kD / kDqCols;
-      const int m0 = (wg / kColItems) * 64, n0 = (wg % kColItems) * kDqCols;
-      float dQ_acc[kDqCols / 2];
-      wgmma_fence();
-#pragma unroll
-      for (int ks = 0; ks < B_c / 16; ++ks) {
-        WgmmaQ::template ss<1, 1>(dQ_acc, desc_plus(desc_dSt, (m0 / 64) * kKvBlock + ks * 2048),
-                                  desc_plus(desc_Kt, (n0 / 64) * kKvBlock + ks * 2048), ks > 0);
-      }
-      wgmma_commit();
-      wgmma_wait<0>();
-      pin_registers(dQ_acc);
+      constexpr int kItems = (B_r / 64) * kColItems;
       float* dQ = dq_accum + (b * p.heads_q + h) * static_cast<int64_t>(S_q) * kD;
 #pragma unroll
-      for (int nt = 0; nt < kDqCols / 8; ++nt) {
-        const int col = n0 + nt * 8 + 2 * (lane % 4);
-        if (col >= d) continue;
+      for (int item = wg; item < kItems; item += Tr::kWarpGroups) {
+        const int m0 = (item / kColItems) * 64, n0 = (item % kColItems) * kDqCols;
+        float dQ_acc[kDqCols / 2];
+        wgmma_fence();
 #pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const int q = q0 + m0 + wi * 16 + lane / 4 + 8 * half;
-          if (q >= S_q) continue;
-          atomicAdd(reinterpret_cast<float2*>(dQ + static_cast<int64_t>(q) * kD + col),
-                    make_float2(dQ_acc[nt * 4 + 2 * half], dQ_acc[nt * 4 + 2 * half + 1]));
+        for (int ks = 0; ks < B_c / 16; ++ks) {
+          WgmmaQ::template ss<1, 1>(dQ_acc, desc_plus(desc_dSt, (m0 / 64) * kKvBlock + ks * 2048),
+                                    desc_plus(desc_Kt, (n0 / 64) * kKvBlock + ks * 2048), ks > 0);
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+        pin_registers(dQ_acc);
+#pragma unroll
+        for (int nt = 0; nt < kDqCols / 8; ++nt) {
+          const int col = n0 + nt * 8 + 2 * (lane % 4);
+          if (col >= d) continue;
+#pragma unroll
+          for (int half = 0; half < 2; ++half) {
+            const int q = q0 + m0 + wi * 16 + lane / 4 + 8 * half;
+            if (q >= S_q) continue;
+            atomicAdd(reinterpret_cast<float2*>(dQ + static_cast<int64_t>(q) * kD + col),
+                      make_float2(dQ_acc[nt * 4 + 2 * half], dQ_acc[nt * 4 + 2 * half + 1]));
+          }
         }
       }
     }

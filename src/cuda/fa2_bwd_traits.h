@@ -71,8 +71,8 @@ struct Fa2BwdSm80Traits {
 //   d256 (kSplitD)   : 64 x 256 would need 256 registers, so both warpgroups share 64 keys
 //     (B_c = 64): each computes S^T / dP^T for half of the B_r queries, P^T and dS^T meet in
 //     smem, and each accumulates dK_j / dV_j for half of the columns (SS wgmma).
-//   dQ_i : one 64 x kDqCols item per warpgroup (SS wgmma on the dS^T tile and K_j, both
-//     MN-major), fp32 atomics. B_r = 128 for d64 (two row halves), 64 otherwise.
+//   dQ_i : 64 x 64 items (one per warpgroup; d256: two each, in turn) (SS wgmma on the dS^T
+//     tile and K_j, both MN-major), fp32 atomics. B_r = 128 for d64 (two row halves), 64 otherwise.
 // Head dims 32 / 96 / 160 / 192 / 224 stay on the sm80 family.
 template <int kD>
 struct Fa2BwdSm90Traits {
@@ -84,10 +84,10 @@ struct Fa2BwdSm90Traits {
   static constexpr int kBlockM = kD == 64 ? 128 : 64;              // B_r
   static constexpr int kQCols = kSplitD ? kBlockM / 2 : kBlockM;   // queries of S^T per WG
   static constexpr int kDCols = kSplitD ? kD / 2 : kD;             // dK/dV columns per WG
-  static constexpr int kDqCols = kSplitD ? 128 : 64;               // dQ item: 64 x kDqCols
-  static constexpr int kStages = 2;                                // Q_i / dO_i double buffer
-  static_assert(!kSupported || (kBlockM / 64) * (kD / kDqCols) == kWarpGroups,
-                "one dQ item per warpgroup");
+  static constexpr int kDqCols = 64;  // dQ item: 64 x 64 (d256: two per warpgroup, in turn)
+  static constexpr int kStages = 2;   // Q_i / dO_i double buffer
+  static_assert(!kSupported || (kBlockM / 64) * (kD / kDqCols) % kWarpGroups == 0,
+                "dQ items spread evenly over the warpgroups");
   // Tiles in bytes (16-bit elements), each a multiple of 1024 (the swizzle period).
   static constexpr int kTileKV = kBlockN * kD * 2;
   static constexpr int kTileQ = kBlockM * kD * 2;
