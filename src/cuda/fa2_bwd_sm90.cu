@@ -280,8 +280,14 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
           for (int half = 0; half < 2; ++half) {
             const int q = q0 + m0 + wi * 16 + lane / 4 + 8 * half;
             if (q >= S_q) continue;
-            atomicAdd(reinterpret_cast<float2*>(dQ + static_cast<int64_t>(q) * kD + col),
+            float* dst = dQ + static_cast<int64_t>(q) * kD + col;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+            atomicAdd(reinterpret_cast<float2*>(dst),
                       make_float2(dQ_acc[nt * 4 + 2 * half], dQ_acc[nt * 4 + 2 * half + 1]));
+#else  // never launched below sm_90 (the kernel body is a trap there); keeps sm_80 compiling
+            atomicAdd(dst, dQ_acc[nt * 4 + 2 * half]);
+            atomicAdd(dst + 1, dQ_acc[nt * 4 + 2 * half + 1]);
+#endif
           }
         }
       }
