@@ -32,7 +32,8 @@ namespace {
 
 using namespace bwd_detail;
 
-template <typename T, int kD>
+// kDq: dQ by atomics into dq_accum (false in deterministic mode, where a separate kernel does dQ).
+template <typename T, int kD, bool kDq>
 __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
     fa2_bwd_dkdv_sm90_kernel(const AttnBwdParams p, const float* __restrict__ delta,
                              const float* __restrict__ lse2, float* __restrict__ dq_accum) {
@@ -212,17 +213,62 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
       }
     }
 
+    // Both warpgroups' dS^T (and, split, P^T) slabs must be in smem before dQ_i and (split)
+    // dV_j / dK_j read them.
+    if (kSplitD || kDq) {
+      fence_proxy_async();  // st.shared -> visible to wgmma
+      named_barrier_sync(1, kThreads);
+    }
+
+    // dQ_i += dS_ij K_j : 64 x kDqCols items (item = row half m0, column block n0), one per
+    // warpgroup at a time, contraction over the B_c keys; A = dS^T tile and B = K_j, both
+    // MN-major. The first item is issued before dV_j / dK_j so its fp32 atomics overlap them.
+    // (A wgmma under a runtime branch would serialise the pipeline, ptxas C7514: hence kDq.)
+    constexpr int kColItems = kD / kDqCols;
+    constexpr int kItems = (B_r / 64) * kColItems;
+    float* dQ = kDq ? dq_accum + (b * p.heads_q + h) * static_cast<int64_t>(S_q) * kD : nullptr;
+    float dQ_acc[kDqCols / 2];
+    auto issue_dq = [&](int item) {
+      const int m0 = (item / kColItems) * 64, n0 = (item % kColItems) * kDqCols;
+#pragma unroll
+      for (int ks = 0; ks < B_c / 16; ++ks) {
+        WgmmaQ::template ss<1, 1>(dQ_acc, desc_plus(desc_dSt, (m0 / 64) * kKvBlock + ks * 2048),
+                                  desc_plus(desc_Kt, (n0 / 64) * kKvBlock + ks * 2048), ks > 0);
+      }
+      wgmma_commit();
+    };
+    auto flush_dq = [&](int item) {
+      pin_registers(dQ_acc);
+      const int m0 = (item / kColItems) * 64, n0 = (item % kColItems) * kDqCols;
+#pragma unroll
+      for (int nt = 0; nt < kDqCols / 8; ++nt) {
+        const int col = n0 + nt * 8 + 2 * (lane % 4);
+        if (col >= d) continue;
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int q = q0 + m0 + wi * 16 + lane / 4 + 8 * half;
+          if (q >= S_q) continue;
+          float* dst = dQ + static_cast<int64_t>(q) * kD + col;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+          atomicAdd(reinterpret_cast<float2*>(dst),
+                    make_float2(dQ_acc[nt * 4 + 2 * half], dQ_acc[nt * 4 + 2 * half + 1]));
+#else  // never launched below sm_90 (the kernel body is a trap there); keeps sm_80 compiling
+          atomicAdd(dst, dQ_acc[nt * 4 + 2 * half]);
+          atomicAdd(dst + 1, dQ_acc[nt * 4 + 2 * half + 1]);
+#endif
+        }
+      }
+    };
+
     // dV_j += P^T_ij dO_i, dK_j += dS^T_ij Q_i : (64 keys x kDCols from dc0), contraction over
     // B_r queries; B = dO_i / Q_i MN-major (16 query rows = 2048 bytes per step).
     const int off_dc = (dc0 / 64) * kQBlock;
     if constexpr (kSplitD) {
-      // A = P^T / dS^T tiles in smem (K-major: 16 queries = 32 bytes per step), once both
-      // warpgroups have stored their query halves.
-      fence_proxy_async();
-      named_barrier_sync(1, kThreads);
+      // A = P^T / dS^T tiles in smem (K-major: 16 queries = 32 bytes per step).
       const uint64_t desc_Pt = sw128_desc(P_s, 16, 1024);
       const uint64_t desc_dSt_k = sw128_desc(dS_s, 16, 1024);
       wgmma_fence();
+      if constexpr (kDq) issue_dq(wg);
 #pragma unroll
       for (int ks = 0; ks < B_r / 16; ++ks)
         WgmmaKV::template ss<0, 1>(dV_acc, desc_plus(desc_Pt, ks * 32),
@@ -240,6 +286,7 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
         acc_to_a<T>(a_dS[ks], &dP_acc[8 * ks], &dP_acc[8 * ks + 4]);
       }
       wgmma_fence();
+      if constexpr (kDq) issue_dq(wg);
 #pragma unroll
       for (int ks = 0; ks < B_r / 16; ++ks)
         WgmmaKV::template rs<1>(dV_acc, a_P[ks], desc_plus(desc_dO, ks * 2048), 1);
@@ -248,48 +295,16 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
         WgmmaKV::template rs<1>(dK_acc, a_dS[ks], desc_plus(desc_Q, ks * 2048), 1);
       wgmma_commit();
     }
-
-    // dQ_i += dS_ij K_j : item (64 queries from m0) x (kDqCols columns from n0) per warpgroup,
-    // contraction over the B_c keys; A = dS^T tile and B = K_j, both MN-major.
-    if (dq_accum != nullptr) {
-      if constexpr (!kSplitD) {
-        fence_proxy_async();              // dS^T stores -> visible to wgmma
-        named_barrier_sync(1, kThreads);  // both warpgroups' dS^T slabs are in smem
-      }
-      constexpr int kColItems = kD / kDqCols;
-      constexpr int kItems = (B_r / 64) * kColItems;
-      float* dQ = dq_accum + (b * p.heads_q + h) * static_cast<int64_t>(S_q) * kD;
+    if constexpr (kDq) {
+      wgmma_wait<1>();  // the first dQ item is done; dV_j / dK_j may still run
+      flush_dq(wg);
 #pragma unroll
-      for (int item = wg; item < kItems; item += Tr::kWarpGroups) {
-        const int m0 = (item / kColItems) * 64, n0 = (item % kColItems) * kDqCols;
-        float dQ_acc[kDqCols / 2];
-        wgmma_fence();
-#pragma unroll
-        for (int ks = 0; ks < B_c / 16; ++ks) {
-          WgmmaQ::template ss<1, 1>(dQ_acc, desc_plus(desc_dSt, (m0 / 64) * kKvBlock + ks * 2048),
-                                    desc_plus(desc_Kt, (n0 / 64) * kKvBlock + ks * 2048), ks > 0);
-        }
-        wgmma_commit();
+      for (int item = wg + Tr::kWarpGroups; item < kItems; item += Tr::kWarpGroups) {
         wgmma_wait<0>();
-        pin_registers(dQ_acc);
-#pragma unroll
-        for (int nt = 0; nt < kDqCols / 8; ++nt) {
-          const int col = n0 + nt * 8 + 2 * (lane % 4);
-          if (col >= d) continue;
-#pragma unroll
-          for (int half = 0; half < 2; ++half) {
-            const int q = q0 + m0 + wi * 16 + lane / 4 + 8 * half;
-            if (q >= S_q) continue;
-            float* dst = dQ + static_cast<int64_t>(q) * kD + col;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-            atomicAdd(reinterpret_cast<float2*>(dst),
-                      make_float2(dQ_acc[nt * 4 + 2 * half], dQ_acc[nt * 4 + 2 * half + 1]));
-#else  // never launched below sm_90 (the kernel body is a trap there); keeps sm_80 compiling
-            atomicAdd(dst, dQ_acc[nt * 4 + 2 * half]);
-            atomicAdd(dst + 1, dQ_acc[nt * 4 + 2 * half + 1]);
-#endif
-          }
-        }
+        wgmma_fence();
+        issue_dq(item);
+        wgmma_wait<0>();
+        flush_dq(item);
       }
     }
     wgmma_wait<0>();  // dK/dV products done before their A registers and stage are reused
@@ -325,7 +340,8 @@ void launch_dkdv_sm90(const AttnBwdParams& p, const float* delta, const float* l
   using Tr = Fa2BwdSm90Traits<kD>;
   const dim3 grid(static_cast<unsigned>((p.seqlen_k + Tr::kBlockN - 1) / Tr::kBlockN),
                   static_cast<unsigned>(p.heads_kv), static_cast<unsigned>(p.batch));
-  auto kernel = fa2_bwd_dkdv_sm90_kernel<T, kD>;
+  auto kernel = dq_accum != nullptr ? fa2_bwd_dkdv_sm90_kernel<T, kD, true>
+                                    : fa2_bwd_dkdv_sm90_kernel<T, kD, false>;
   FM_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
   kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p, delta, lse2, dq_accum);
