@@ -15,13 +15,14 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <cstdlib>
 #include <stdexcept>
+#include <string>
 
 #include "cuda/cuda_api.h"
 #include "cuda/fa2_bwd_common.cuh"
 #include "cuda/fa2_bwd_sm90.h"
 #include "cuda/fa2_bwd_traits.h"
+#include "cuda/sm90_family.h"
 #include "flashmin/cuda/copy.h"
 #include "flashmin/cuda/mma.h"
 #include "flashmin/cuda/wgmma.h"
@@ -351,39 +352,22 @@ void launch_dkdv_sm90(const AttnBwdParams& p, const float* delta, const float* l
 }  // namespace
 
 bool fa2_bwd_sm90_usable(const AttnBwdParams& p) {
-#if defined(FLASHMIN_HAS_SM90A)
-  const int bucket = head_dim_bucket(p.head_dim);
-  if (bucket != 64 && bucket != 128 && bucket != 256) return false;
-  // FLASHMIN_FORCE_SM80=1 keeps the sm80 family (for comparisons).
-  const char* force = std::getenv("FLASHMIN_FORCE_SM80");
-  if (force != nullptr && force[0] == '1') return false;
-  int device = 0, major = 0, minor = 0;
-  FM_CUDA_CHECK(cudaGetDevice(&device));
-  FM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  FM_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-  return major == 9 && minor == 0;  // sm_90a code runs on exactly compute capability 9.0
-#else
-  (void)p;
-  return false;
-#endif
+  return FM_DISPATCH_HEAD_DIM(p.head_dim, kD, [] { return Fa2BwdSm90Traits<kD>::kSupported; }) &&
+         sm90_family_available();
 }
 
 void fa2_bwd_dkdv_sm90(const AttnBwdParams& p, const float* delta, const float* lse2,
                        float* dq_accum, cudaStream_t stream) {
-  const bool half = p.dtype == DType::kFloat16;
-  switch (head_dim_bucket(p.head_dim)) {
-    case 64:
-      return half ? launch_dkdv_sm90<__half, 64>(p, delta, lse2, dq_accum, stream)
-                  : launch_dkdv_sm90<__nv_bfloat16, 64>(p, delta, lse2, dq_accum, stream);
-    case 128:
-      return half ? launch_dkdv_sm90<__half, 128>(p, delta, lse2, dq_accum, stream)
-                  : launch_dkdv_sm90<__nv_bfloat16, 128>(p, delta, lse2, dq_accum, stream);
-    case 256:
-      return half ? launch_dkdv_sm90<__half, 256>(p, delta, lse2, dq_accum, stream)
-                  : launch_dkdv_sm90<__nv_bfloat16, 256>(p, delta, lse2, dq_accum, stream);
-    default:
-      throw std::invalid_argument("fa2_bwd_dkdv_sm90: head-dim bucket must be 64, 128 or 256");
-  }
+  FM_DISPATCH_HEAD_DIM(p.head_dim, kD, [&] {
+    if constexpr (Fa2BwdSm90Traits<kD>::kSupported) {
+      if (p.dtype == DType::kFloat16)
+        return launch_dkdv_sm90<__half, kD>(p, delta, lse2, dq_accum, stream);
+      return launch_dkdv_sm90<__nv_bfloat16, kD>(p, delta, lse2, dq_accum, stream);
+    } else {
+      throw std::invalid_argument("fa2_bwd_dkdv_sm90: head-dim bucket " + std::to_string(kD) +
+                                  " has no sm90 kernel (see fa2_bwd_sm90_usable)");
+    }
+  });
 }
 
 }  // namespace flashmin::cuda

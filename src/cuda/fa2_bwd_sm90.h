@@ -7,8 +7,9 @@
 
 namespace flashmin::cuda {
 
-// True when this build has sm_90a code, the current device is compute capability 9.0, the
-// head-dim bucket is one the wgmma kernel covers (64, 128, 256), and FLASHMIN_FORCE_SM80 is not 1.
+// True when the head-dim bucket is one the wgmma kernel covers (Fa2BwdSm90Traits::kSupported:
+// 64, 128, 256) and sm90_family_available() (sm_90a build, compute capability 9.0, no
+// FLASHMIN_FORCE_SM80=1).
 bool fa2_bwd_sm90_usable(const AttnBwdParams& p);
 
 // The main kernel (dK, dV; dQ by fp32 atomics into dq_accum unless it is null) on wgmma.

@@ -33,6 +33,7 @@
 #include <string>
 
 #include "cuda/cuda_api.h"
+#include "cuda/fa2_fwd_common.cuh"
 #include "cuda/fa2_fwd_sm90.h"
 #include "cuda/fa2_fwd_traits.h"
 #include "flashmin/cuda/copy.h"
@@ -42,9 +43,6 @@
 namespace flashmin::cuda {
 
 namespace fa2_fwd_detail {
-
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
 
 // Copy a (kRows x kD) tile from global memory (row stride `row_stride` elements, last dim
 // contiguous) into padded smem. Rows >= rows_valid and 16-byte chunks >= chunks_valid (the real
@@ -75,11 +73,6 @@ __device__ __forceinline__ void load_tile_async(T* smem, const T* gmem, int64_t 
     src_row += kRowsPerPass * row_stride;
     dst_row += kRowsPerPass * Tr::kSmemStride;
   }
-}
-
-// Clamp a 64-bit bound into [lo, hi].
-__device__ __forceinline__ int clamp_int(int64_t x, int lo, int hi) {
-  return static_cast<int>(x < lo ? lo : (x > hi ? hi : x));
 }
 
 // Named barrier of the warps of one row group (id 0 is __syncthreads); also orders their smem
@@ -163,15 +156,9 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinCtas)
   const T* K = static_cast<const T*>(p.k) + b * p.k_strides.batch + h_kv * p.k_strides.head;
   const T* V = static_cast<const T*>(p.v) + b * p.v_strides.batch + h_kv * p.v_strides.head;
 
-  // Keys this CTA can see: [0, n_end). Causal: key j visible to row r iff j <= r + offset.
-  // Blocks past n_end are fully masked and never loaded; blocks ending at or before n_full are
-  // visible to every row of Q_i and skip masking.
-  int n_end = S_k, n_full = S_k;
-  if (p.is_causal) {
-    const int64_t last_row = m0 + rows_q - 1;
-    n_end = clamp_int(last_row + p.causal_offset + 1, 0, S_k);
-    n_full = clamp_int(m0 + p.causal_offset + 1, 0, S_k);
-  }
+  // Keys this CTA can see: [0, n_end); blocks ending at or before n_full skip masking.
+  int n_end, n_full;
+  causal_key_range(p, m0, rows_q, n_end, n_full);
   const int T_c = (n_end + B_c - 1) / B_c;
 
   const int warp_row = group * 16 * kMt;  // first row of this warp's row group inside Q_i
@@ -535,10 +522,7 @@ void fa2_fwd_sm80_launch(const AttnParams& p, cudaStream_t stream) {
   const int64_t T_r = (p.seqlen_q + Tr::kBr - 1) / Tr::kBr;
   const int64_t blocks = T_r * p.batch * p.heads_q;
   if (blocks == 0) return;
-  if (blocks > 0x7fffffffLL || p.seqlen_q > 0x7fffffffLL || p.seqlen_k >= (1LL << 30))
-    throw std::invalid_argument(
-        "query: expected batch * heads * query blocks < 2^31 and sequence lengths < 2^30, got " +
-        std::to_string(blocks) + " blocks");
+  fa2_fwd_detail::check_fwd_grid(p, blocks);
   Fa2FwdArgs args;
   const float abs_scale = std::fabs(p.scale);
   args.scale_log2 = std::fmax(abs_scale * fa2_fwd_detail::kLog2e, 1e-30f);

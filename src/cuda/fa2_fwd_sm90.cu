@@ -17,13 +17,14 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
 #include "cuda/cuda_api.h"
+#include "cuda/fa2_fwd_common.cuh"
 #include "cuda/fa2_fwd_sm90.h"
 #include "cuda/fa2_fwd_traits.h"
+#include "cuda/sm90_family.h"
 #include "flashmin/cuda/copy.h"
 #include "flashmin/cuda/mma.h"
 #include "flashmin/cuda/wgmma.h"
@@ -32,12 +33,7 @@
 namespace flashmin::cuda {
 namespace {
 
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
-
-__device__ __forceinline__ int clamp_to_int(int64_t x, int lo, int hi) {
-  return static_cast<int>(x < lo ? lo : (x > hi ? hi : x));
-}
+using namespace fa2_fwd_detail;
 
 template <typename T, int kD>
 __global__ void __launch_bounds__(Fa2FwdSm90Traits<kD>::kThreads, 1)
@@ -77,18 +73,15 @@ __global__ void __launch_bounds__(Fa2FwdSm90Traits<kD>::kThreads, 1)
   const T* V = static_cast<const T*>(p.v) + b * p.v_strides.batch + h_kv * p.v_strides.head;
 
   // Keys this CTA can see: [0, n_end); blocks ending at or before n_full need no mask.
-  int n_end = S_k, n_full = S_k;
-  if (p.is_causal) {
-    n_end = clamp_to_int(int64_t(m0) + rows_q - 1 + p.causal_offset + 1, 0, S_k);
-    n_full = clamp_to_int(int64_t(m0) + p.causal_offset + 1, 0, S_k);
-  }
+  int n_end, n_full;
+  causal_key_range(p, m0, rows_q, n_end, n_full);
   const int T_c = (n_end + B_c - 1) / B_c;
 
   // This thread's rows: row0 and row0 + 8 of Q_i. Their key limit (exclusive) in masked
   // blocks: min(S_k, max(0, diag + 8 hh)).
   const int row0 = wg * 64 + wi * 16 + g;
   const int diag = p.is_causal
-                       ? clamp_to_int(int64_t(m0) + row0 + p.causal_offset + 1, -(1 << 30), 1 << 30)
+                       ? clamp_int(int64_t(m0) + row0 + p.causal_offset + 1, -(1 << 30), 1 << 30)
                        : (1 << 30);
 
   float O[kD / 2];          // O_i : 64 x kD per warpgroup (wgmma accumulator layout)
@@ -258,10 +251,7 @@ void launch_fwd_sm90(const AttnParams& p, cudaStream_t stream) {
   const int64_t T_r = (p.seqlen_q + Tr::kBr - 1) / Tr::kBr;
   const int64_t blocks = T_r * p.batch * p.heads_q;
   if (blocks == 0) return;
-  if (blocks > 0x7fffffffLL || p.seqlen_q > 0x7fffffffLL || p.seqlen_k >= (1LL << 30))
-    throw std::invalid_argument(
-        "query: expected batch * heads * query blocks < 2^31 and sequence lengths < 2^30, got " +
-        std::to_string(blocks) + " blocks");
+  check_fwd_grid(p, blocks);
   auto kernel = fa2_fwd_sm90_kernel<T, kD>;
   FM_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
@@ -273,40 +263,21 @@ void launch_fwd_sm90(const AttnParams& p, cudaStream_t stream) {
 }  // namespace
 
 bool fa2_fwd_sm90_usable(const AttnParams& p) {
-#if defined(FLASHMIN_HAS_SM90A)
-  const int bucket = head_dim_bucket(p.head_dim);
-  // d64 stays on the sm80 family: measured faster there below S = 16k (the softmax, not the
-  // tensor cores, bounds d64, and this kernel does not overlap it across warpgroups).
-  if (bucket != 128 && bucket != 256) return false;
   if (!(p.scale > 0.f)) return false;  // the sm80 family handles scale <= 0
-  const char* force = std::getenv("FLASHMIN_FORCE_SM80");
-  if (force != nullptr && force[0] == '1') return false;
-  int device = 0, major = 0, minor = 0;
-  FM_CUDA_CHECK(cudaGetDevice(&device));
-  FM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  FM_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-  return major == 9 && minor == 0;  // sm_90a code runs on exactly compute capability 9.0
-#else
-  (void)p;
-  return false;
-#endif
+  return FM_DISPATCH_HEAD_DIM(p.head_dim, kD, [] { return Fa2FwdSm90Traits<kD>::kSupported; }) &&
+         sm90_family_available();
 }
 
 void fa2_fwd_sm90(const AttnParams& p, cudaStream_t stream) {
-  const bool half = p.dtype == DType::kFloat16;
-  switch (head_dim_bucket(p.head_dim)) {
-    case 64:
-      return half ? launch_fwd_sm90<__half, 64>(p, stream)
-                  : launch_fwd_sm90<__nv_bfloat16, 64>(p, stream);
-    case 128:
-      return half ? launch_fwd_sm90<__half, 128>(p, stream)
-                  : launch_fwd_sm90<__nv_bfloat16, 128>(p, stream);
-    case 256:
-      return half ? launch_fwd_sm90<__half, 256>(p, stream)
-                  : launch_fwd_sm90<__nv_bfloat16, 256>(p, stream);
-    default:
-      throw std::invalid_argument("fa2_fwd_sm90: head-dim bucket must be 64, 128 or 256");
-  }
+  FM_DISPATCH_HEAD_DIM(p.head_dim, kD, [&] {
+    if constexpr (Fa2FwdSm90Traits<kD>::kSupported) {
+      if (p.dtype == DType::kFloat16) return launch_fwd_sm90<__half, kD>(p, stream);
+      return launch_fwd_sm90<__nv_bfloat16, kD>(p, stream);
+    } else {
+      throw std::invalid_argument("fa2_fwd_sm90: head-dim bucket " + std::to_string(kD) +
+                                  " has no sm90 kernel (see fa2_fwd_sm90_usable)");
+    }
+  });
 }
 
 }  // namespace flashmin::cuda

@@ -7,8 +7,9 @@
 
 namespace flashmin::cuda {
 
-// True when this build has sm_90a code, the current device is compute capability 9.0, the
-// head-dim bucket is 128 or 256, scale > 0, and FLASHMIN_FORCE_SM80 is not 1.
+// True when scale > 0, the head-dim bucket has an sm90 kernel (Fa2FwdSm90Traits::kSupported:
+// 128, 256) and sm90_family_available() (sm_90a build, compute capability 9.0, no
+// FLASHMIN_FORCE_SM80=1).
 bool fa2_fwd_sm90_usable(const AttnParams& p);
 
 // FA2 forward on wgmma (fp16 / bf16); same contract as fa2_fwd_mma.

@@ -95,7 +95,9 @@ struct Fa2FwdSm80Traits<256> : Fa2FwdSm80Config<256, 128, 64, 8, 1, false, 1, 2>
 // Registers per thread: O_i kD/2 + S_ij B_c/2 + P_ij B_c/4 -> B_c = 64 at kD = 256.
 template <int kD>
 struct Fa2FwdSm90Traits {
-  static constexpr bool kSupported = kD == 64 || kD == 128 || kD == 256;  // launched: 128, 256
+  // d64 stays on the sm80 family: this kernel measured 0.83-0.97x of it below S = 16k (the
+  // softmax, not the tensor cores, bounds d64, and there is no warpgroup ping-pong to hide it).
+  static constexpr bool kSupported = kD == 128 || kD == 256;
   static constexpr int kWarpGroups = 2;
   static constexpr int kThreads = 128 * kWarpGroups;
   static constexpr int kBr = 64 * kWarpGroups;
