@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One device call: build the standalone FA2 forward harness (sm_90a), check correctness, time
-# the sm90 (wgmma) and sm80 (mma.sync) families and SDPA flash. Output in $OUT.
+# One device call (scripts/fwd_sm90_check.sh [quick]): build the standalone FA2 forward harness (sm_90a), check correctness, time
+# the sm90 family (wgmma + TMA, warp-specialised), its previous cp.async kernel
+# (FLASHMIN_FWD_SM90_LEGACY=1), the sm80 family (mma.sync) and SDPA flash. Output in $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu_out}
@@ -8,17 +9,30 @@ mkdir -p "$out"
 flags="-std=c++17 -O3 --expt-relaxed-constexpr -Iinclude -Isrc -DFLASHMIN_HAS_SM90A=1 -gencode arch=compute_90a,code=sm_90a"
 t0=$(date +%s)
 mkdir -p /tmp/fwdobj
-for f in tests/cuda/fa2_fwd_check.cu src/cuda/fa2_fwd.cu src/cuda/fa2_fwd_sm90.cu src/cuda/cuda_error.cpp; do
+for f in tests/cuda/fa2_fwd_check.cu src/cuda/fa2_fwd.cu src/cuda/fa2_fwd_sm90.cu src/cuda/tensor_map.cpp src/cuda/cuda_error.cpp; do
   nvcc $flags -x cu -c "$f" -o "/tmp/fwdobj/$(basename "$f").o" &
 done
 wait
 nvcc $flags /tmp/fwdobj/*.o -o /tmp/fa2_fwd_check || exit 1
 echo "build: $(( $(date +%s) - t0 )) s"
-/tmp/fa2_fwd_check --no-bench > "$out/fwd_check.txt" 2>&1
+timeout 120 /tmp/fa2_fwd_check --no-bench > "$out/fwd_check.txt" 2>&1
 rc=$?
 grep -v "^PASS" "$out/fwd_check.txt" | tail -20
-/tmp/fa2_fwd_check > "$out/fwd_sm90.txt" 2>&1
-FLASHMIN_FORCE_SM80=1 /tmp/fa2_fwd_check > "$out/fwd_sm80.txt" 2>&1
-paste <(grep TIME "$out/fwd_sm80.txt") <(grep TIME "$out/fwd_sm90.txt" | awk '{print $8, $9}')
-python3 tests/cuda/fa2_fwd_sdpa.py "$out/fwd_sm90.txt" --md "$out/fwd_table_sm90.md" 2>&1 | tail -40
+timeout 120 /tmp/fa2_fwd_check | sed 's/^TIME .*/& sm90/' > "$out/fwd_sm90.txt" 2>&1
+if [ "${1:-}" = quick ]; then  # only the current sm90 kernel against SDPA flash
+  python3 tests/cuda/fa2_fwd_sdpa.py "$out/fwd_sm90.txt" --md "$out/fwd_table.md" 2>&1 \
+    | grep -E "^\| sm90" | awk -F'|' '{print $3,$4,$5,$8,"|",$10,"|",$12,"|",$13}'
+  exit "$rc"
+fi
+FLASHMIN_FWD_SM90_LEGACY=1 timeout 120 /tmp/fa2_fwd_check --no-bench > "$out/fwd_check_legacy.txt" 2>&1
+grep -v "^PASS" "$out/fwd_check_legacy.txt" | tail -5
+FLASHMIN_FWD_SM90_LEGACY=1 timeout 120 /tmp/fa2_fwd_check | sed 's/^TIME .*/& legacy/' > "$out/fwd_legacy.txt" 2>&1
+FLASHMIN_FORCE_SM80=1 timeout 120 /tmp/fa2_fwd_check | sed 's/^TIME .*/& sm80/' > "$out/fwd_sm80.txt" 2>&1
+echo "dtype B H S D causal | sm80 ms TF | legacy ms TF | sm90 ms TF"
+paste <(grep TIME "$out/fwd_sm80.txt" | awk '{print $2,$3,$4,$5,$6,$7,"|",$8,$9}') \
+  <(grep TIME "$out/fwd_legacy.txt" | awk '{print "|",$8,$9}') \
+  <(grep TIME "$out/fwd_sm90.txt" | awk '{print "|",$8,$9}')
+echo "vs SDPA flash: dtype D S causal | sm90 TF | SDPA TF | ratio"
+python3 tests/cuda/fa2_fwd_sdpa.py "$out/fwd_sm90.txt" "$out/fwd_legacy.txt" "$out/fwd_sm80.txt" \
+  --md "$out/fwd_table.md" 2>&1 | grep -E "^\| sm90" | awk -F'|' '{print $3,$4,$5,$8,"|",$10,"|",$12,"|",$13}'
 exit "$rc"

@@ -566,7 +566,7 @@ void fa2_fwd_mma(const AttnParams& p, cudaStream_t stream) {
     throw std::runtime_error("device: the fp16/bf16 FA2 kernels need compute capability >= 8.0");
   // sm90 family (wgmma) on compute capability 9.0 for the buckets it covers; sm80 family
   // (mma.sync) everywhere else (sm_80 .. sm_90, and newer through PTX).
-  if (fa2_fwd_sm90_usable(p)) return fa2_fwd_sm90(p, stream);
+  if (fa2_fwd_sm90(p, stream)) return;
   switch (p.dtype) {
     case DType::kFloat16:
       return fa2_fwd_sm80<__half>(p, stream);

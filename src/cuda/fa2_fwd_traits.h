@@ -88,23 +88,45 @@ struct Fa2FwdSm80Traits<224> : Fa2FwdSm80Config<224, 64, 32, 4, 2, false, 2> {};
 template <>
 struct Fa2FwdSm80Traits<256> : Fa2FwdSm80Config<256, 128, 64, 8, 1, false, 1, 2> {};
 
-// ---- sm90 family (wgmma, sm_90a only; src/cuda/fa2_fwd_sm90.cu) ------------------------------
-// 2 warpgroups x 64 query rows (B_r = 128). Per K/V block: S_ij = Q_i K_j^T as an SS wgmma
-// (64 x B_c per warpgroup), O_i += P_ij V_j as a register-A wgmma (64 x kD). K_j and V_j have
-// two buffers each; S_{i,j+1} is issued before P_ij V_j so the softmax of block j+1 overlaps it.
-// Registers per thread: O_i kD/2 + S_ij B_c/2 + P_ij B_c/4 -> B_c = 64 at kD = 256.
+// ---- sm90 family (wgmma + TMA, sm_90a only; src/cuda/fa2_fwd_sm90.cu) ----------------------
+// Warp-specialised and persistent: warpgroup 0 is the producer (one thread issues TMA copies of
+// Q_i, K_j, V_j into 128-byte-swizzled smem, paced by full / empty mbarriers), warpgroups 1..2
+// are consumers of 64 query rows each (B_r = 128). Per K/V block: S_ij = Q_i K_j^T as an SS
+// wgmma (64 x B_c per warpgroup), O_i += P_ij V_j as a register-A wgmma (64 x kD); S_{i,j+1} is
+// issued before P_ij V_j so the softmax of block j+1 overlaps it. A CTA per SM walks the
+// (b, h, i) tiles; the producer loads the next tile's K/V (and Q) during the current epilogue.
+// Registers per consumer thread: O_i kD/2 + S_ij B_c/2 + P_ij B_c/4.
 template <int kD>
 struct Fa2FwdSm90Traits {
-  // d64 stays on the sm80 family: this kernel measured 0.83-0.97x of it below S = 16k (the
-  // softmax, not the tensor cores, bounds d64, and there is no warpgroup ping-pong to hide it).
-  static constexpr bool kSupported = kD == 128 || kD == 256;
-  static constexpr int kWarpGroups = 2;
-  static constexpr int kThreads = 128 * kWarpGroups;
-  static constexpr int kBr = 64 * kWarpGroups;
-  static constexpr int kBc = kD == 256 ? 64 : 128;
+  static constexpr bool kSupported = kD == 64 || kD == 128 || kD == 256;
+  static constexpr int kConsumerWGs = 2;
+  static constexpr int kThreads = 128 * (1 + kConsumerWGs);  // + the producer warpgroup
+  static constexpr int kConsumerWarps = 4 * kConsumerWGs;
+  // setmaxnreg split of the 64K registers: 128 x 24 + 256 x 240 = 64512.
+  static constexpr int kProducerRegs = 24;
+  static constexpr int kConsumerRegs = 240;
+  static constexpr int kBr = 64 * kConsumerWGs;
+  // d256: B_c = 48 leaves room for the separate O staging tile (227 KB) and for O_i's 128
+  // accumulators in the consumers' 240 registers.
+  static constexpr int kBc = kD == 256 ? 48 : 128;
+  static constexpr int kStages = 2;             // K_j and V_j buffers each
   static constexpr int kTileQ = kBr * kD * 2;   // bytes (16-bit elements)
   static constexpr int kTileKV = kBc * kD * 2;  // one K_j or V_j buffer
-  static constexpr int kSmemBytes = 1024 /* alignment */ + kTileQ + 4 * kTileKV;
+  static constexpr int kBarrierBytes = 8 * (2 + 4 * kStages);
+  static constexpr int kSmemMax = 227 * 1024;
+  // O_i is staged for coalesced stores in its own tile when that fits (then the next tile's Q
+  // loads during the epilogue), otherwise in the Q_i tile.
+  static constexpr bool kSeparateO =
+      1024 + 2 * kTileQ + 2 * kStages * kTileKV + kBarrierBytes <= kSmemMax;
+  static constexpr int kSmemBytes =
+      1024 /* alignment */ + (kSeparateO ? 2 : 1) * kTileQ + 2 * kStages * kTileKV + kBarrierBytes;
+  static_assert(!kSupported || kSmemBytes <= kSmemMax, "smem");
+  static_assert(128 * kProducerRegs + 128 * kConsumerWGs * kConsumerRegs <= 65536,
+                "register file");
+
+  // The previous (cp.async, non-specialised) kernel, kept for A/B timing.
+  static constexpr int kLegacyThreads = 256;
+  static constexpr int kLegacySmemBytes = 1024 + kTileQ + 4 * kTileKV;
 };
 
 }  // namespace flashmin::cuda

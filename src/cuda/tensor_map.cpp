@@ -1,0 +1,56 @@
+#include "cuda/tensor_map.h"
+
+#include <cuda_runtime_api.h>
+
+#include <climits>
+
+namespace flashmin::cuda {
+namespace {
+
+using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*,
+                                   const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
+                                   const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,
+                                   CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+// nullptr when the driver has no cuTensorMapEncodeTiled.
+EncodeTiledFn encode_tiled() {
+  static const EncodeTiledFn fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult status = cudaDriverEntryPointSymbolNotFound;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault,
+                                         &status) != cudaSuccess ||
+        status != cudaDriverEntryPointSuccess) {
+      (void)cudaGetLastError();
+      return EncodeTiledFn(nullptr);
+    }
+    return reinterpret_cast<EncodeTiledFn>(f);
+  }();
+  return fn;
+}
+
+}  // namespace
+
+bool make_tensor_map_4d(CUtensorMap* map, CUtensorMapDataType type, int elem_bytes,
+                        const void* base, const int64_t dims[4], const int64_t strides_bytes[3],
+                        int box_rows, CUtensorMapL2promotion promotion) {
+  const EncodeTiledFn encode = encode_tiled();
+  if (encode == nullptr || base == nullptr) return false;
+  cuuint64_t g_dims[4], g_strides[3];
+  for (int i = 0; i < 4; ++i) {
+    if (dims[i] < 1 || dims[i] > INT32_MAX) return false;  // coordinates are int32
+    g_dims[i] = cuuint64_t(dims[i]);
+  }
+  for (int i = 0; i < 3; ++i) {
+    int64_t s = strides_bytes[i];
+    if (s == 0 && dims[i + 1] == 1) s = 16;  // a size-1 axis: its stride is never used
+    if (s <= 0 || s % 16 != 0 || s >= (int64_t(1) << 40)) return false;
+    g_strides[i] = cuuint64_t(s);
+  }
+  const cuuint32_t box[4] = {cuuint32_t(128 / elem_bytes), cuuint32_t(box_rows), 1, 1};
+  const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
+  return encode(map, type, 4, const_cast<void*>(base), g_dims, g_strides, box, elem_strides,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, promotion,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+}  // namespace flashmin::cuda

@@ -1,0 +1,21 @@
+// Host side of the Hopper copy engine: TMA tensor maps for (d, rows, heads, batch)-shaped
+// operands. cuTensorMapEncodeTiled is fetched from the driver through the runtime, so nothing
+// links libcuda.
+#pragma once
+
+#include <cuda.h>  // CUtensorMap (types only)
+
+#include <cstdint>
+
+namespace flashmin::cuda {
+
+// Encode a 4-D tiled tensor map of 16- or 32-bit elements (innermost dimension first): `dims`
+// in elements, `strides_bytes` of dimensions 1..3, box = 128 bytes of dimension 0 x box_rows of
+// dimension 1, 128-byte swizzle, out-of-bounds elements zero-filled. False when the layout
+// cannot be described (a stride not a positive multiple of 16, a dimension >= 2^31, no driver
+// entry point); the caller then takes another path.
+bool make_tensor_map_4d(CUtensorMap* map, CUtensorMapDataType type, int elem_bytes,
+                        const void* base, const int64_t dims[4], const int64_t strides_bytes[3],
+                        int box_rows, CUtensorMapL2promotion promotion);
+
+}  // namespace flashmin::cuda
