@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# One device call (scripts/fwd_sm90_check.sh [quick]): build the standalone FA2 forward harness (sm_90a), check correctness, time
-# the sm90 family (wgmma + TMA, warp-specialised), its previous cp.async kernel
-# (FLASHMIN_FWD_SM90_LEGACY=1), the sm80 family (mma.sync) and SDPA flash. Output in $OUT.
+# One device call (scripts/fwd_sm90_check.sh [quick]): build the standalone FA2 forward harness
+# (sm_90a), check correctness, time the sm90 family (wgmma + TMA, warp-specialised), the sm80
+# family (mma.sync) and SDPA flash. `quick`: only the sm90 family against SDPA flash. Output in
+# $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu_out}
@@ -24,15 +25,11 @@ if [ "${1:-}" = quick ]; then  # only the current sm90 kernel against SDPA flash
     | grep -E "^\| sm90" | awk -F'|' '{print $3,$4,$5,$8,"|",$10,"|",$12,"|",$13}'
   exit "$rc"
 fi
-FLASHMIN_FWD_SM90_LEGACY=1 timeout 120 /tmp/fa2_fwd_check --no-bench > "$out/fwd_check_legacy.txt" 2>&1
-grep -v "^PASS" "$out/fwd_check_legacy.txt" | tail -5
-FLASHMIN_FWD_SM90_LEGACY=1 timeout 120 /tmp/fa2_fwd_check | sed 's/^TIME .*/& legacy/' > "$out/fwd_legacy.txt" 2>&1
 FLASHMIN_FORCE_SM80=1 timeout 120 /tmp/fa2_fwd_check | sed 's/^TIME .*/& sm80/' > "$out/fwd_sm80.txt" 2>&1
-echo "dtype B H S D causal | sm80 ms TF | legacy ms TF | sm90 ms TF"
+echo "dtype B H S D causal | sm80 ms TF | sm90 ms TF"
 paste <(grep TIME "$out/fwd_sm80.txt" | awk '{print $2,$3,$4,$5,$6,$7,"|",$8,$9}') \
-  <(grep TIME "$out/fwd_legacy.txt" | awk '{print "|",$8,$9}') \
   <(grep TIME "$out/fwd_sm90.txt" | awk '{print "|",$8,$9}')
 echo "vs SDPA flash: dtype D S causal | sm90 TF | SDPA TF | ratio"
-python3 tests/cuda/fa2_fwd_sdpa.py "$out/fwd_sm90.txt" "$out/fwd_legacy.txt" "$out/fwd_sm80.txt" \
+python3 tests/cuda/fa2_fwd_sdpa.py "$out/fwd_sm90.txt" "$out/fwd_sm80.txt" \
   --md "$out/fwd_table.md" 2>&1 | grep -E "^\| sm90" | awk -F'|' '{print $3,$4,$5,$8,"|",$10,"|",$12,"|",$13}'
 exit "$rc"

@@ -123,10 +123,6 @@ struct Fa2FwdSm90Traits {
   static_assert(!kSupported || kSmemBytes <= kSmemMax, "smem");
   static_assert(128 * kProducerRegs + 128 * kConsumerWGs * kConsumerRegs <= 65536,
                 "register file");
-
-  // The previous (cp.async, non-specialised) kernel, kept for A/B timing.
-  static constexpr int kLegacyThreads = 256;
-  static constexpr int kLegacySmemBytes = 1024 + kTileQ + 4 * kTileKV;
 };
 
 }  // namespace flashmin::cuda
