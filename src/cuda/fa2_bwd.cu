@@ -176,7 +176,7 @@ __global__ void __launch_bounds__(Fa2BwdSm80Traits<kD>::kWarps * 32, 1)
   float* D_s = lse_s + 2 * B_r;                                                     // [2][B_r]
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int j = gridDim.x - 1 - blockIdx.x;  // heavy (causal) blocks first
+  const int j = blockIdx.x;  // heavy (causal) blocks first: K_0 sees every query block
   const int h_k = blockIdx.y;
   const int64_t b = blockIdx.z;
   const int S_q = static_cast<int>(p.seqlen_q), S_k = static_cast<int>(p.seqlen_k);

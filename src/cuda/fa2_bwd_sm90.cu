@@ -64,7 +64,7 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int wg = warp / 4, wi = warp % 4;    // warpgroup, warp inside it
-  const int j = gridDim.x - 1 - blockIdx.x;  // heavy (causal) blocks first
+  const int j = blockIdx.x;  // heavy (causal) blocks first: K_0 sees every query block
   const int h_k = blockIdx.y;
   const int64_t b = blockIdx.z;
   const int S_q = static_cast<int>(p.seqlen_q), S_k = static_cast<int>(p.seqlen_k);
