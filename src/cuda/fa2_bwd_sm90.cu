@@ -63,7 +63,7 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
   float* D_s = lse_s + 2 * B_r;  // lse_i, D_i : [2][B_r] each
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int wg = warp / 4, wi = warp % 4;    // warpgroup, warp inside it
+  const int wg = warp / 4, wi = warp % 4;  // warpgroup, warp inside it
   const int j = blockIdx.x;  // heavy (causal) blocks first: K_0 sees every query block
   const int h_k = blockIdx.y;
   const int64_t b = blockIdx.z;

@@ -70,14 +70,14 @@ __global__ void __launch_bounds__(Fa2FwdSm90Traits<kD>::kThreads, 1)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   // The swizzle pattern repeats every 1024 bytes: align the tiles to it.
   unsigned char* smem = smem_raw + ((1024 - smem_addr(smem_raw) % 1024) % 1024);
-  unsigned char* Q_s = smem;                                    // [B_r][kD]
-  unsigned char* O_s = Tr::kSeparateO ? Q_s + Tr::kTileQ : Q_s;  // [B_r][kD] output staging
-  unsigned char* K_s = O_s + Tr::kTileQ;                         // [kStages][B_c][kD]
-  unsigned char* V_s = K_s + kStages * Tr::kTileKV;                       // [kStages][B_c][kD]
+  unsigned char* Q_s = smem;                         // [B_r][kD]
+  unsigned char* O_s = Q_s + Tr::kTileQ;             // [B_r][kD] output staging
+  unsigned char* K_s = O_s + Tr::kTileQ;             // [kStages][B_c][kD]
+  unsigned char* V_s = K_s + kStages * Tr::kTileKV;  // [kStages][B_c][kD]
   uint64_t* bars = reinterpret_cast<uint64_t*>(V_s + kStages * Tr::kTileKV);
-  uint64_t* full_Q = bars;  // Q_i landed
-  uint64_t* empty_Q = bars + 1;  // every consumer warp is done with Q_i (and O staging in it)
-  uint64_t* full_K = bars + 2;  // [kStages]
+  uint64_t* full_Q = bars;       // Q_i landed
+  uint64_t* empty_Q = bars + 1;  // every consumer warp is done with Q_i
+  uint64_t* full_K = bars + 2;   // [kStages]
   uint64_t* empty_K = full_K + kStages;
   uint64_t* full_V = empty_K + kStages;
   uint64_t* empty_V = full_V + kStages;
@@ -143,7 +143,7 @@ __global__ void __launch_bounds__(Fa2FwdSm90Traits<kD>::kThreads, 1)
           tma_load_4d(bufs + s * Tr::kTileKV + c * kKvBlock, map, c * 64, j * B_c, h_kv, b,
                       &full[s]);
       };
-      // K_0 first: it only waits for a K buffer, while Q_i may wait for the last epilogue.
+      // K_0 first: it only waits for a K buffer, Q_i for the end of the last tile's S blocks.
       if (T_c > 0) load_kv(K_s, full_K, empty_K, &tm_k, 0);
       mbar_wait(empty_Q, (n & 1) ^ 1);
       mbar_arrive_expect_tx(full_Q, Tr::kTileQ);
@@ -209,14 +209,14 @@ __global__ void __launch_bounds__(Fa2FwdSm90Traits<kD>::kThreads, 1)
     key_range(tile, n_end, n_full);
     const int T_c = (n_end + B_c - 1) / B_c;
     // Key limit (exclusive) of this thread's rows in masked blocks: min(S_k, max(0, diag + 8hh)).
-    const int diag = p.is_causal ? clamp_int(int64_t(m0) + row0 + p.causal_offset + 1,
-                                             -(1 << 30), 1 << 30)
-                                 : (1 << 30);
+    const int diag = p.is_causal
+                         ? clamp_int(int64_t(m0) + row0 + p.causal_offset + 1, -(1 << 30), 1 << 30)
+                         : (1 << 30);
 
     // Online softmax of block `block` in S: mask, m_i' = max(m_i, rowmax S), P = exp2(S scale'
     // - m_i'), rowsum; alpha = exp2(m_i - m_i') rescales O_i and l_i.
     float m_i[2] = {-INFINITY, -INFINITY}, l_i[2] = {0.f, 0.f};
-    auto softmax = [&](int block, float(&alpha)[2], float(&rowsum)[2]) {
+    auto softmax = [&](int block, float (&alpha)[2], float (&rowsum)[2]) {
       if ((block + 1) * B_c > n_full) {
         const int n0 = block * B_c + 2 * t4;
 #pragma unroll
@@ -303,11 +303,11 @@ __global__ void __launch_bounds__(Fa2FwdSm90Traits<kD>::kThreads, 1)
       release(&empty_V[stage(T_c - 1)]);
       it += T_c;
     }
-    if constexpr (Tr::kSeparateO) release(empty_Q);  // the next Q_i loads during the epilogue
+    release(empty_Q);  // the next Q_i loads during the epilogue
 
     // ---- epilogue: O_i / l_i through this warpgroup's rows of the staging tile (coalesced
     // stores); lse_i = m_i * scale + ln(l_i); rows that saw no key: O = 0, lse = -inf.
-    if constexpr (Tr::kSeparateO) named_barrier_sync(1 + wg, 128);  // last tile's reads done
+    named_barrier_sync(1 + wg, 128);  // this warpgroup's reads of the last tile's O are done
     float* lse = p.lse + (tile.b * p.heads_q + tile.h) * p.seqlen_q;
     float inv_l[2];
 #pragma unroll
@@ -343,12 +343,6 @@ __global__ void __launch_bounds__(Fa2FwdSm90Traits<kD>::kThreads, 1)
       if (r < rows_q && c < d)
         *reinterpret_cast<uint4*>(O_g + r * p.o_strides.seq + c) =
             *reinterpret_cast<const uint4*>(O_s + sw128_offset<B_r>(r, c));
-    }
-    if constexpr (!Tr::kSeparateO) {
-      // The staging tile is Q_i's: order these generic accesses before the next TMA write.
-      fence_proxy_async();
-      __syncwarp();
-      release(empty_Q);
     }
     ++n;
   }
@@ -402,9 +396,8 @@ bool launch_fwd_sm90(const AttnParams& p, cudaStream_t stream) {
   // Work items of the static schedule (see the kernel): tiles, or causal pairs of tiles.
   const int64_t work = p.is_causal ? (T_r + 1) / 2 * p.batch * p.heads_q : tiles;
   const int grid = static_cast<int>(std::min<int64_t>(work, num_sms()));
-  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p, maps[0], maps[1], maps[2],
-                                                         p.scale * kLog2e,
-                                                         static_cast<int>(T_r), work);
+  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(
+      p, maps[0], maps[1], maps[2], p.scale * kLog2e, static_cast<int>(T_r), work);
   FM_CUDA_CHECK(cudaGetLastError());
   return true;
 }

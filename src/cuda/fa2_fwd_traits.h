@@ -114,15 +114,12 @@ struct Fa2FwdSm90Traits {
   static constexpr int kTileKV = kBc * kD * 2;  // one K_j or V_j buffer
   static constexpr int kBarrierBytes = 8 * (2 + 4 * kStages);
   static constexpr int kSmemMax = 227 * 1024;
-  // O_i is staged for coalesced stores in its own tile when that fits (then the next tile's Q
-  // loads during the epilogue), otherwise in the Q_i tile.
-  static constexpr bool kSeparateO =
-      1024 + 2 * kTileQ + 2 * kStages * kTileKV + kBarrierBytes <= kSmemMax;
+  // Q_i, the O_i staging tile (its own, so the next tile's Q_i loads during the epilogue), K_j
+  // and V_j buffers, mbarriers.
   static constexpr int kSmemBytes =
-      1024 /* alignment */ + (kSeparateO ? 2 : 1) * kTileQ + 2 * kStages * kTileKV + kBarrierBytes;
+      1024 /* alignment */ + 2 * kTileQ + 2 * kStages * kTileKV + kBarrierBytes;
   static_assert(!kSupported || kSmemBytes <= kSmemMax, "smem");
-  static_assert(128 * kProducerRegs + 128 * kConsumerWGs * kConsumerRegs <= 65536,
-                "register file");
+  static_assert(128 * kProducerRegs + 128 * kConsumerWGs * kConsumerRegs <= 65536, "register file");
 };
 
 }  // namespace flashmin::cuda
