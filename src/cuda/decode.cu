@@ -17,8 +17,6 @@
 //      workspace).
 //   3. decode_combine_kernel merges the splits through their lse (SoftmaxState):
 //      O = sum_s exp(lse_s - lse) O_s,  lse = log sum_s exp(lse_s).
-//   (2b. decode_steal_kernel: a work-stealing alternative to 2 for fp16/bf16 on sm_90; off by
-//      default, not yet run on a GPU.)
 //
 // Lengths are read on the device only (CUDA graphs). Invalid device data (seqlens[b] < 0,
 // seqlens[b] + S_new beyond the cache, a page index outside [0, num_pages)) is never used to
@@ -147,18 +145,6 @@ __device__ __forceinline__ void pdl_wait_primary() {
 #endif
 }
 
-#if FM_DECODE_TIMELINE
-// Measurement only: {start ns, end ns, SM id} per CTA of the last split-kernel launch.
-constexpr int64_t kTimelineMaxCtas = int64_t(1) << 16;
-__device__ unsigned long long g_decode_timeline[3 * kTimelineMaxCtas];
-__device__ int64_t g_decode_timeline_ctas;
-#endif
-__device__ __forceinline__ unsigned long long global_timer_ns() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t));
-  return t;
-}
-
 // Tokens of sequence b after the append (L_b), and whether its device-side length is valid.
 struct SeqLen {
   int64_t L;
@@ -244,8 +230,6 @@ __device__ __forceinline__ void warp_qk(float (&S)[2][4], const T* Qs, int r0, c
   } else {
     // Tensor cores: A = Q_i (16 x 16 slice of D), B = K_c^T (16 x 16): ldmatrix (non-trans)
     // of K rows gives the "col" B fragment directly; matrices 0,1 are keys 0-7, 2,3 keys 8-15.
-    // (FM_DECODE_QK_CHAINS: odd k-steps accumulate into S2, halving the dependent mma chain.)
-    float S2[2][4] = {};
 #pragma unroll
     for (int ks = 0; ks < Tr::kHeadDim / 16; ++ks) {
       if (ks * 16 >= head_dim) break;
@@ -253,43 +237,9 @@ __device__ __forceinline__ void warp_qk(float (&S)[2][4], const T* Qs, int r0, c
       ldmatrix_x4(a, Qs + q_off<Tr>(r0 + ((lane / 8) & 1) * 8 + lane % 8, ks * 2 + lane / 16));
       ldmatrix_x4(bk, Ks + kv_off<Tr>(c0 + (lane / 16) * 8 + lane % 8, ks * 2 + ((lane / 8) & 1)));
       const uint32_t b0[2] = {bk[0], bk[1]}, b1[2] = {bk[2], bk[3]};
-      float (&acc)[2][4] = (FM_DECODE_QK_CHAINS && (ks & 1)) ? S2 : S;
-      MmaType<T>::mma(acc[0], a, b0);
-      MmaType<T>::mma(acc[1], a, b1);
+      MmaType<T>::mma(S[0], a, b0);
+      MmaType<T>::mma(S[1], a, b1);
     }
-    if constexpr (FM_DECODE_QK_CHAINS) {
-#pragma unroll
-      for (int nt = 0; nt < 2; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) S[nt][e] += S2[nt][e];
-      }
-    }
-  }
-}
-
-// Q_i (16 x D) as mma A fragments, one per 16 head-dim columns (FM_DECODE_Q_REGS).
-template <class Tr, typename T>
-__device__ __forceinline__ void load_q_frags(uint32_t (&qf)[Tr::kHeadDim / 16][4], const T* Qs,
-                                             int r0, int lane) {
-#pragma unroll
-  for (int ks = 0; ks < Tr::kHeadDim / 16; ++ks) {
-    ldmatrix_x4(qf[ks], Qs + q_off<Tr>(r0 + ((lane / 8) & 1) * 8 + lane % 8, ks * 2 + lane / 16));
-  }
-}
-
-// S (16 x 16) = Q_i K_c^T with Q_i already in registers (tensor cores only).
-template <class Tr, typename T>
-__device__ __forceinline__ void warp_qk_frag(float (&S)[2][4],
-                                             const uint32_t (&qf)[Tr::kHeadDim / 16][4],
-                                             const T* Ks, int c0, int lane, int head_dim) {
-#pragma unroll
-  for (int ks = 0; ks < Tr::kHeadDim / 16; ++ks) {
-    if (ks * 16 >= head_dim) break;
-    uint32_t bk[4];
-    ldmatrix_x4(bk, Ks + kv_off<Tr>(c0 + (lane / 16) * 8 + lane % 8, ks * 2 + ((lane / 8) & 1)));
-    const uint32_t b0[2] = {bk[0], bk[1]}, b1[2] = {bk[2], bk[3]};
-    MmaType<T>::mma(S[0], qf[ks], b0);
-    MmaType<T>::mma(S[1], qf[ks], b1);
   }
 }
 
@@ -388,17 +338,11 @@ __global__ void __launch_bounds__(256) decode_append_kernel(const DecodeParams p
 //    o_part == nullptr: write O, lse directly (one split). Otherwise o_part (splits, B*H_q*S_q, D)
 //    and lse_part (splits, B*H_q*S_q) receive this split's normalised O_s and lse_s.
 // ---------------------------------------------------------------------------------------------
-#if FM_DECODE_MAXNREG > 0
-#define FM_DECODE_REG_CAP(T, kD, kBulk) __maxnreg__((DecodeTraits<T, kD, kBulk>::kMaxRegs))
-#else
-#define FM_DECODE_REG_CAP(T, kD, kBulk)
-#endif
 template <typename T, int kD, bool kBulk>
 __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk>::kThreads)
-    FM_DECODE_REG_CAP(T, kD, kBulk)
-        decode_split_kernel(const DecodeParams p, const int row_chunks, float* o_part,
-                            float* lse_part, const __grid_constant__ CUtensorMap tm_k,
-                            const __grid_constant__ CUtensorMap tm_v) {
+    decode_split_kernel(const DecodeParams p, const int row_chunks, float* o_part, float* lse_part,
+                        const __grid_constant__ CUtensorMap tm_k,
+                        const __grid_constant__ CUtensorMap tm_v) {
   using Tr = DecodeTraits<T, kD, kBulk>;
   constexpr int kBc = Tr::kBc;
   constexpr int kStages = Tr::kStages;
@@ -406,7 +350,6 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk>::kThreads)
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   if (o_part != nullptr) pdl_launch_dependents();  // the combine may start its prologue
-  [[maybe_unused]] const unsigned long long t_start = FM_DECODE_TIMELINE ? global_timer_ns() : 0;
 
   // ---- Which (b, h_k, query rows, split) this CTA owns.
   const int64_t group = p.heads_q / p.heads_kv;
@@ -426,7 +369,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk>::kThreads)
   int warps_n = 1;
   while (warps_n * 2 * row_tiles <= Tr::kWarps) warps_n *= 2;
   const int rt = warp / warps_n, wn = warp % warps_n;
-  const bool warp_has_rows = !is_producer && rt < row_tiles && !FM_DECODE_NO_COMPUTE;
+  const bool warp_has_rows = !is_producer && rt < row_tiles;
 
   // ---- Shared memory (base 1024-byte aligned on the tensor-copy path, for the swizzle):
   //      stages x (K_j [B_c][kD], V_j [B_c][kD]) | Q_i [rows_pad][kD] | m, l | P | mbarriers.
@@ -572,12 +515,6 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk>::kThreads)
   const int r_lo = rt * Tr::kRowTile + lane / 4;
   const int64_t t_row[2] = {(row_begin + r_lo) % S_q, (row_begin + r_lo + 8) % S_q};
   const float scale_log2 = p.scale * kLog2e;
-  // FM_DECODE_Q_REGS: Q_i fragments loaded once (Q_i is in shared memory after the barrier above).
-  constexpr bool kQRegs = FM_DECODE_Q_REGS && kBulk && !std::is_same_v<T, float> && kD <= 128;
-  uint32_t qf[kQRegs ? kD / 16 : 1][4];
-  if constexpr (kQRegs) {
-    if (warp_has_rows) load_q_frags<Tr>(qf, Qs, rt * Tr::kRowTile, lane);
-  }
 
   if (is_producer) {
     // Producer (tensor-copy path): as soon as every consumer warp has released the stage of
@@ -632,11 +569,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk>::kThreads)
         if (key0 >= L) break;
         // S_ij = Q_i K_j^T   (16 rows x 16 keys)
         float S[2][4] = {};
-        if constexpr (kQRegs) {
-          warp_qk_frag<Tr>(S, qf, Ks, c * Tr::kKeyChunk, lane, head_dim);
-        } else {
-          warp_qk<Tr>(S, Qs, rt * Tr::kRowTile, Ks, c * Tr::kKeyChunk, lane, head_dim);
-        }
+        warp_qk<Tr>(S, Qs, rt * Tr::kRowTile, Ks, c * Tr::kKeyChunk, lane, head_dim);
 
         // Scale into the log2 domain; mask keys past each row's causal limit (and past L).
         const bool need_mask = key0 + Tr::kKeyChunk - 1 > causal_limit;
@@ -756,349 +689,6 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk>::kThreads)
       if (d == 0) lse_part[split * total_rows + row_id] = lse;
     }
   }
-#if FM_DECODE_TIMELINE
-  if (tid == 0) {
-    const int64_t cta = int64_t(blockIdx.y) * gridDim.x + blockIdx.x;
-    uint32_t smid;
-    asm volatile("mov.u32 %0, %%smid;\n" : "=r"(smid));
-    if (cta < kTimelineMaxCtas) {
-      g_decode_timeline[3 * cta] = t_start;
-      g_decode_timeline[3 * cta + 1] = global_timer_ns();
-      g_decode_timeline[3 * cta + 2] = smid;
-    }
-    if (cta == 0) g_decode_timeline_ctas = int64_t(gridDim.x) * gridDim.y;
-  }
-#endif
-}
-
-// ---------------------------------------------------------------------------------------------
-// 2b. Work-stealing split-KV attention (sm_90 TMA path, 16-bit types, rows <= 16 per KV head).
-//     NOT YET RUN ON A GPU: off unless FM_DECODE_STEAL=1 or decode_set_steal(true).
-//     Measured (docs/kernels_decode.md, no-compute build): with a static split the CTAs sharing
-//     the chip get very unequal bandwidth (CTA times 194-263 us for equal work at B=32 L=8k), so
-//     the last CTAs run alone. Here a persistent grid (one CTA per resident slot) takes its
-//     column's key blocks in batches of kStealBatch from a per-column counter; a CTA whose column
-//     is exhausted helps another one. Every (CTA, column) visit reserves 4 partial slots (one per
-//     compute warp); each warp writes its own normalised O_s and lse_s there, and the combine
-//     kernel merges min(reserved, max_parts) slots per row. counters = [next batch | reserved slots
-//     | exhausted flag] per column, zeroed on the stream before the launch.
-// ---------------------------------------------------------------------------------------------
-constexpr int kStealBatch = 2;  // key blocks per claim
-
-template <typename T, int kD>
-__global__ void __launch_bounds__(DecodeTraits<T, kD, true>::kThreads)
-    decode_steal_kernel(const DecodeParams p, float* o_part, float* lse_part, int* counters,
-                        const int num_cols, const int max_parts,
-                        const __grid_constant__ CUtensorMap tm_k,
-                        const __grid_constant__ CUtensorMap tm_v) {
-  using Tr = DecodeTraits<T, kD, true>;
-  constexpr int kBc = Tr::kBc;
-  constexpr int kStages = Tr::kStages;
-  constexpr int kQBufs = 3;  // a column visit lasts >= 1 stage: 3 buffers outlive the pipeline
-  static_assert(Tr::kProducerWarp && Tr::kWarps == 4, "one producer + 4 compute warps");
-  extern __shared__ __align__(128) unsigned char smem_raw[];
-
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  pdl_launch_dependents();
-  [[maybe_unused]] const unsigned long long t_start = FM_DECODE_TIMELINE ? global_timer_ns() : 0;
-  const int64_t group = p.heads_q / p.heads_kv;
-  const int64_t S_q = p.seqlen_q;
-  const int rows = int(group * S_q);  // <= 16: one row tile, 4 warps split the keys
-  const int head_dim = int(p.head_dim);
-  const int64_t total_rows = p.batch * p.heads_q * S_q;
-  const int log2_page = p.block_table ? __ffsll(p.page_size) - 1 : 0;
-  int* next_batch = counters;
-  int* reserved = counters + num_cols;
-  int* exhausted = counters + 2 * num_cols;
-
-  // Shared memory: stages | Q_i x kQBufs [16][kD] | per-stage meta | mbarriers.
-  unsigned char* smem = smem_raw;
-  smem += (Tr::kSmemAlign - (smem_addr(smem_raw) & (Tr::kSmemAlign - 1))) & (Tr::kSmemAlign - 1);
-  T* KVs = reinterpret_cast<T*>(smem);
-  T* Qbuf = KVs + kStages * 2 * kBc * kD;
-  int* meta = reinterpret_cast<int*>(Qbuf + kQBufs * Tr::kRowTile * kD);  // [stage][4]
-  uint64_t* full_bar = reinterpret_cast<uint64_t*>(meta + 4 * kStages);
-  uint64_t* empty_bar = full_bar + kStages;
-
-  if (warp == Tr::kWarps && lane == 0) {
-    for (int s = 0; s < kStages; ++s) {
-      mbar_init(&full_bar[s], 1);
-      mbar_init(&empty_bar[s], Tr::kWarps);
-    }
-  }
-  __syncthreads();
-
-  if (warp == Tr::kWarps) {
-    // ---- Producer warp: visit columns (own ones first, round robin, then any with work left),
-    //      claim batches, copy Q_i of the column, issue the TMA copies.
-    int it = 0, visit = 0;
-    const int grid = int(gridDim.x);
-    const int own_visits = (num_cols - int(blockIdx.x) + grid - 1) / grid;  // columns x + j grid
-    int scan = 0;  // next column to look at once the own columns are done
-    for (int j = 0;; ++j) {
-      int c;
-      if (j < own_visits) {
-        c = int(blockIdx.x) + j * grid;
-      } else {
-        // Warp-wide scan for a column not yet exhausted (32 columns per step).
-        c = -1;
-        while (scan < num_cols) {
-          const int cand = (int(blockIdx.x) + scan + lane) % num_cols;
-          const bool open =
-              scan + lane < num_cols && *reinterpret_cast<volatile int*>(&exhausted[cand]) == 0;
-          const unsigned m = __ballot_sync(0xffffffffu, open);
-          if (m != 0) {
-            const int first = __ffs(m) - 1;
-            c = (int(blockIdx.x) + scan + first) % num_cols;
-            scan += first + 1;
-            break;
-          }
-          scan += 32;
-        }
-        if (c < 0) break;
-      }
-      const int64_t b = c / p.heads_kv, hk = c % p.heads_kv;
-      const SeqLen seq = seq_len(p, b);
-      const int64_t L = seq.L;
-      const int64_t n_blocks = (L + kBc - 1) / kBc;
-      const int n_batches = int((n_blocks + kStealBatch - 1) / kStealBatch);
-      int r = 0;
-      if (lane == 0) r = atomicAdd(&reserved[c], 4);
-      r = __shfl_sync(0xffffffffu, r, 0);
-      if (r >= max_parts) continue;  // enough CTAs on this column already
-      int issued = 0;
-      const int qb = visit % kQBufs;
-      // Claims run one batch ahead: the atomic's round trip overlaps the current batch's issue.
-      int claim = 0;
-      if (lane == 0) claim = atomicAdd(&next_batch[c], 1);
-      while (true) {
-        const int batch = __shfl_sync(0xffffffffu, claim, 0);
-        if (batch >= n_batches) {
-          if (lane == 0 && batch == n_batches) atomicExch(&exhausted[c], 1);  // first past the end
-          break;
-        }
-        if (lane == 0) claim = atomicAdd(&next_batch[c], 1);
-        const int64_t blk_end = min(n_blocks, int64_t(batch + 1) * kStealBatch);
-        for (int64_t blk = int64_t(batch) * kStealBatch; blk < blk_end; ++blk) {
-          const int stage = it % kStages;
-          if (it >= kStages) mbar_wait(&empty_bar[stage], ((it / kStages) - 1) & 1);
-          if (issued == 0) {
-            // Q_i of this column -> Qbuf[qb] (rows and columns past the real ones zero-filled).
-            // Buffer qb was last read in visit - 3, whose stages are all released by now.
-            T* Qs = Qbuf + qb * Tr::kRowTile * kD;
-            for (int i = lane; i < Tr::kRowTile * Tr::kVecsPerRow; i += 32) {
-              const int rr = i / Tr::kVecsPerRow, v = i % Tr::kVecsPerRow;
-              uint4 val = make_uint4(0u, 0u, 0u, 0u);
-              if (rr < rows && v * Tr::kVec < head_dim) {
-                const T* src = static_cast<const T*>(p.q) +
-                               offset(p.q_strides, b, hk * group + rr / S_q, rr % S_q) +
-                               v * Tr::kVec;
-                val = *reinterpret_cast<const uint4*>(src);
-              }
-              *reinterpret_cast<uint4*>(Qs + q_off<Tr>(rr, v)) = val;
-            }
-            __syncwarp();
-          }
-          if (lane == 0) {
-            // K_j, V_j of block blk -> stage (paged: sub-blocks of one page each).
-            T* Ks = KVs + stage * 2 * kBc * kD;
-            T* Vs = Ks + kBc * kD;
-            constexpr int kMaxSub = kBc / 16;
-            const int sub_rows = p.block_table ? int(min(int64_t(kBc), p.page_size)) : kBc;
-            const int n_sub = kBc / sub_rows;
-            const int d_boxes = (head_dim + Tr::kBoxCols - 1) / Tr::kBoxCols;
-            int slot[kMaxSub], pos[kMaxSub];
-            uint32_t bytes = 0;
-            bool bad = !seq.valid;
-#pragma unroll
-            for (int i = 0; i < kMaxSub; ++i) {
-              slot[i] = -1;
-              const int64_t key = blk * kBc + int64_t(i) * sub_rows;
-              if (i >= n_sub || key >= L) continue;
-              int64_t sl, ps;
-              if (locate_key(p, b, key, log2_page, &sl, &ps)) {
-                slot[i] = int(sl);
-                pos[i] = int(ps);
-                bytes += 2u * uint32_t(d_boxes) * uint32_t(sub_rows) * 128u;
-              } else {
-                bad = true;
-              }
-            }
-            meta[4 * stage + 0] = c;
-            meta[4 * stage + 1] = int(blk);
-            meta[4 * stage + 2] = r;
-            meta[4 * stage + 3] = qb | (bad ? 4 : 0);
-            __threadfence_block();
-            mbar_arrive_expect_tx(&full_bar[stage], bytes);
-#pragma unroll
-            for (int i = 0; i < kMaxSub; ++i) {
-              if (slot[i] < 0) continue;
-              for (int db = 0; db < d_boxes; ++db) {
-                const int off = db * kBc * Tr::kBoxCols + i * sub_rows * Tr::kBoxCols;
-                tma_load_4d(Ks + off, &tm_k, db * Tr::kBoxCols, pos[i], int(hk), slot[i],
-                            &full_bar[stage]);
-                tma_load_4d(Vs + off, &tm_v, db * Tr::kBoxCols, pos[i], int(hk), slot[i],
-                            &full_bar[stage]);
-              }
-            }
-          }
-          __syncwarp();
-          ++it;
-          ++issued;
-        }
-      }
-      if (issued == 0) {
-        // Nothing left to claim: the 4 reserved slots hold empty partials (NaN: invalid length).
-        const int64_t row0 = (b * p.heads_q + hk * group) * S_q;
-        for (int i = lane; i < 4 * rows; i += 32) {
-          lse_part[int64_t(r + i / rows) * total_rows + row0 + i % rows] =
-              seq.valid ? -INFINITY : NAN;
-        }
-      } else {
-        ++visit;
-      }
-    }
-    // End of work: a stage with column -1.
-    const int stage = it % kStages;
-    if (it >= kStages) mbar_wait(&empty_bar[stage], ((it / kStages) - 1) & 1);
-    if (lane == 0) {
-      meta[4 * stage] = -1;
-      __threadfence_block();
-      mbar_arrive(&full_bar[stage]);
-    }
-  } else {
-    // ---- Compute warp: FA2 inner loop over the stages; a new column in the stage meta flushes
-    //      this warp's partial of the previous one.
-    float O[kD / 8][4];
-    float m_i[2], l_i[2];
-    int cur = -1, slot = 0;
-    bool vbad = false;
-    int64_t b = 0, hk = 0, L = 0, causal_limit = 0;
-    const T* Qs = Qbuf;
-    const float scale_log2 = p.scale * kLog2e;
-    const int g = lane / 4, q4 = lane % 4;
-    const int64_t t_row[2] = {g % S_q, (g + 8) % S_q};
-    auto flush = [&]() {
-      // O_s = O_i / l_i, lse_s = m_i + log l_i (natural log) for this warp's keys of column cur.
-      const int64_t row0 = (b * p.heads_q + hk * group) * S_q;
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        float l = l_i[h];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        const int r = g + 8 * h;
-        if (r >= rows) continue;
-        const float inv_l = l > 0.0f ? 1.0f / l : 0.0f;
-        float* dst = o_part + (int64_t(slot) * total_rows + row0 + r) * p.head_dim;
-#pragma unroll
-        for (int nd = 0; nd < kD / 8; ++nd) {
-          const int col = nd * 8 + 2 * q4;
-          if (col < head_dim)
-            *reinterpret_cast<float2*>(dst + col) =
-                make_float2(O[nd][2 * h] * inv_l, O[nd][2 * h + 1] * inv_l);
-        }
-        if (q4 == 0) {
-          lse_part[int64_t(slot) * total_rows + row0 + r] =
-              vbad ? NAN : (l > 0.0f ? m_i[h] * kLn2 + logf(l) : -INFINITY);
-        }
-      }
-    };
-    for (int it = 0;; ++it) {
-      const int stage = it % kStages;
-      mbar_wait(&full_bar[stage], (it / kStages) & 1);
-      const int col = meta[4 * stage];
-      if (col != cur) {
-        if (cur >= 0) flush();
-        if (col < 0) break;
-        cur = col;
-        slot = meta[4 * stage + 2] + warp;
-        Qs = Qbuf + (meta[4 * stage + 3] & 3) * Tr::kRowTile * kD;
-        vbad = false;
-        b = col / p.heads_kv;
-        hk = col % p.heads_kv;
-        L = seq_len(p, b).L;
-        causal_limit = L - S_q;
-#pragma unroll
-        for (int nd = 0; nd < kD / 8; ++nd) O[nd][0] = O[nd][1] = O[nd][2] = O[nd][3] = 0.0f;
-        m_i[0] = m_i[1] = -INFINITY;
-        l_i[0] = l_i[1] = 0.0f;
-      }
-      vbad |= (meta[4 * stage + 3] & 4) != 0;
-      const int64_t blk = meta[4 * stage + 1];
-      const T* Ks = KVs + stage * 2 * kBc * kD;
-      const T* Vs = Ks + kBc * kD;
-      constexpr int kChunks = kBc / Tr::kKeyChunk;
-      for (int ch = warp; ch < kChunks; ch += Tr::kWarps) {
-        const int64_t key0 = blk * kBc + ch * Tr::kKeyChunk;
-        if (key0 >= L) break;
-        // S_ij = Q_i K_j^T   (16 rows x 16 keys)
-        float S[2][4] = {};
-        warp_qk<Tr>(S, Qs, 0, Ks, ch * Tr::kKeyChunk, lane, head_dim);
-        const bool need_mask = key0 + Tr::kKeyChunk - 1 > causal_limit;
-#pragma unroll
-        for (int nt = 0; nt < 2; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            S[nt][e] *= scale_log2;
-            const int64_t key = key0 + nt * 8 + 2 * q4 + (e & 1);
-            if (need_mask && key > causal_limit + t_row[e >> 1]) S[nt][e] = -INFINITY;
-          }
-        }
-        // m_i = max(m_i, rowmax(S_ij)),  P_ij = exp2(S_ij - m_i),  l_i = e^(..) l_i + rowsum(P)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          float mx =
-              fmaxf(fmaxf(S[0][2 * h], S[0][2 * h + 1]), fmaxf(S[1][2 * h], S[1][2 * h + 1]));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-          const float m_new = fmaxf(m_i[h], mx);
-          const float alpha = m_i[h] == -INFINITY ? 0.0f : fast_exp2(m_i[h] - m_new);
-          const float m_ref = m_new == -INFINITY ? 0.0f : m_new;
-          float row_sum = 0.0f;
-#pragma unroll
-          for (int nt = 0; nt < 2; ++nt) {
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              S[nt][2 * h + e] = fast_exp2(S[nt][2 * h + e] - m_ref);
-              row_sum += S[nt][2 * h + e];
-            }
-          }
-          l_i[h] = l_i[h] * alpha + row_sum;
-          m_i[h] = m_new;
-#pragma unroll
-          for (int nd = 0; nd < kD / 8; ++nd) {
-            O[nd][2 * h] *= alpha;
-            O[nd][2 * h + 1] *= alpha;
-          }
-        }
-        // O_i += P_ij V_j
-        warp_pv<Tr>(O, S, Vs, ch * Tr::kKeyChunk, lane, head_dim, nullptr,
-                    int(min(int64_t(Tr::kKeyChunk), L - key0)));
-      }
-      __syncwarp();  // the whole warp is done reading this stage: release it to the producer
-      if (lane == 0) mbar_arrive(&empty_bar[stage]);
-    }
-  }
-#if FM_DECODE_TIMELINE
-  if (tid == 0) {
-    const int64_t cta = blockIdx.x;
-    uint32_t smid;
-    asm volatile("mov.u32 %0, %%smid;\n" : "=r"(smid));
-    if (cta < kTimelineMaxCtas) {
-      g_decode_timeline[3 * cta] = t_start;
-      g_decode_timeline[3 * cta + 1] = global_timer_ns();
-      g_decode_timeline[3 * cta + 2] = smid;
-    }
-    if (cta == 0) g_decode_timeline_ctas = gridDim.x;
-  }
-#endif
-}
-
-template <class Tr>
-constexpr int64_t steal_smem_bytes() {
-  return Tr::kSmemAlign + int64_t(Tr::kStages) * Tr::kStageBytes +
-         3 * Tr::kRowTile * Tr::kHeadDim * int64_t(sizeof(typename Tr::Elem)) + 16 * Tr::kStages +
-         Tr::barrier_bytes();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1110,7 +700,7 @@ constexpr int kCombineThreads = 128;
 template <typename T>
 __global__ void __launch_bounds__(kCombineThreads)
     decode_combine_kernel(const DecodeParams p, const float* o_part, const float* lse_part,
-                          int num_splits, const int* reserved) {
+                          const int num_splits) {
   __shared__ float lse_s[kDecodeMaxSplits];
   __shared__ float red_m[kCombineThreads / 32], red_l[kCombineThreads / 32];
   __shared__ float4 red_o[kCombineThreads];
@@ -1119,12 +709,6 @@ __global__ void __launch_bounds__(kCombineThreads)
   const int64_t row_id = blockIdx.x;
   const int64_t total_rows = p.batch * p.heads_q * p.seqlen_q;
   pdl_wait_primary();  // launched early (PDL): the split kernel's results are visible after this
-  if (reserved != nullptr) {
-    // Work-stealing kernel: this row's KV head used the first reserved[column] partial slots.
-    const int64_t h = (row_id / p.seqlen_q) % p.heads_q;
-    const int64_t b = row_id / p.seqlen_q / p.heads_q;
-    num_splits = min(num_splits, reserved[b * p.heads_kv + h / (p.heads_q / p.heads_kv)]);
-  }
 
   // lse = log sum_s exp(lse_s): each split is a state (m = lse_s, l = 1), merged NaN-safely.
   SoftmaxState st = SoftmaxState::empty();
@@ -1206,7 +790,6 @@ struct Config {
 DecodeCopyMode g_copy_mode = DecodeCopyMode::kAuto;
 bool g_allow_pdl = true;
 int g_l2_promotion = 256;
-bool g_steal = FM_DECODE_STEAL;
 
 bool device_is_hopper_or_newer() {
   int device = 0, major = 0;
@@ -1251,13 +834,6 @@ void dispatch_decode(DType dtype, int64_t head_dim, bool bulk, F&& f) {
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// The work-stealing kernel applies: sm_90 tensor copies, fp16/bf16, head dim <= 128 (the narrow
-// traits), all query rows of a KV head in one row tile, and >= 8 partial slots (num_splits).
-bool steal_applies(const DecodeParams& p, bool bulk) {
-  return g_steal && bulk && p.dtype != DType::kFloat32 && p.head_dim <= 128 &&
-         p.group_size() * p.seqlen_q <= 16 && p.max_seqlen_k > 0;
-}
 
 // cuTensorMapEncodeTiled, fetched from the driver through the runtime (no libcuda link);
 // nullptr when unavailable.
@@ -1346,18 +922,6 @@ void decode_set_tuning(DecodeCopyMode mode, bool allow_pdl) {
 
 void decode_set_tma_l2_promotion(int bytes) { g_l2_promotion = bytes; }
 
-void decode_set_steal(bool on) { g_steal = on; }
-
-#if FM_DECODE_TIMELINE
-int64_t decode_timeline_read(unsigned long long* dst, int64_t max_ctas) {
-  int64_t n = 0;
-  FM_CUDA_CHECK(cudaMemcpyFromSymbol(&n, g_decode_timeline_ctas, sizeof(n)));
-  n = std::min({n, max_ctas, kTimelineMaxCtas});
-  FM_CUDA_CHECK(cudaMemcpyFromSymbol(dst, g_decode_timeline, size_t(n) * 3 * sizeof(*dst)));
-  return n;
-}
-#endif
-
 int64_t decode_plan(DecodeParams& p, int num_sms) {
   int64_t row_chunks = 1, per_sm = 1;
   const bool bulk = use_bulk_copy(device_is_hopper_or_newer());
@@ -1381,25 +945,13 @@ int64_t decode_plan(DecodeParams& p, int num_sms) {
     }
     (void)cudaGetLastError();
   });
-  const int64_t cols = std::max<int64_t>(1, p.batch * p.heads_kv * row_chunks);
-  const int64_t total_rows = p.batch * p.heads_q * p.seqlen_q;
-  if (steal_applies(p, bulk) && (p.num_splits == 0 || p.num_splits >= 8)) {
-    // Work stealing: num_splits = partial slots per KV head (4 per visiting CTA): room for the
-    // CTAs that start on it plus 4 helpers. Workspace: slots, then 3 counters per column.
-    if (p.num_splits == 0) {
-      const int64_t slots = int64_t(std::max(num_sms, 1)) * per_sm;
-      p.num_splits = std::min<int64_t>(kDecodeMaxSplits, 4 * (ceil_div(slots, cols) + 4));
-    }
-    return p.num_splits * total_rows * (p.head_dim + 1) * int64_t(sizeof(float)) +
-           3 * cols * int64_t(sizeof(int));
-  }
   if (p.num_splits == 0) {
     // Split the keys only when the (b, h_k, row chunk) CTAs fill less than ~a wave. Then pick
     // the fewest splits whose last wave is nearly full: efficiency(s) = waves / ceil(waves)
     // within 95% of the best reachable (measured on H200: one full wave beats two or more,
     // since every extra split costs a partial-O write and prologue). Splits keep at least
     // kDecodeMinKeysPerSplit keys of S_max (an upper bound: lengths live on the device).
-    const int64_t ctas = cols;
+    const int64_t ctas = std::max<int64_t>(1, p.batch * p.heads_kv * row_chunks);
     const int64_t slots = int64_t(std::max(num_sms, 1)) * per_sm;
     const int64_t max_splits =
         std::clamp<int64_t>(p.max_seqlen_k / kDecodeMinKeysPerSplit, 1, kDecodeMaxSplits);
@@ -1421,6 +973,7 @@ int64_t decode_plan(DecodeParams& p, int num_sms) {
     p.num_splits = splits;
   }
   if (p.num_splits <= 1) return 0;
+  const int64_t total_rows = p.batch * p.heads_q * p.seqlen_q;
   return p.num_splits * total_rows * (p.head_dim + 1) * int64_t(sizeof(float));
 }
 
@@ -1468,33 +1021,7 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
             make_cache_map<T>(&tm_k, p.k_cache, p.k_cache_strides, p, box_rows) &&
             make_cache_map<T>(&tm_v, p.v_cache, p.v_cache_strides, p, box_rows);
     }
-    const int* reserved = nullptr;
-    if constexpr (Tr::kBulk && Tr::kNarrow && !std::is_same_v<T, float>) {
-      if (tma && steal_applies(p, true) && splits >= 8) {
-        // Work stealing: a persistent grid of resident CTAs; counters zeroed on the stream.
-        const int max_parts = int(splits) & ~3;
-        const int64_t cols = p.batch * p.heads_kv;
-        int* counters = reinterpret_cast<int*>(lse_part + splits * l.total_rows);
-        FM_CUDA_CHECK(cudaMemsetAsync(counters, 0, size_t(3 * cols) * sizeof(int), stream));
-        auto* kernel = decode_steal_kernel<T, Tr::kHeadDim>;
-        const int64_t smem = steal_smem_bytes<Tr>();
-        FM_CUDA_CHECK(
-            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-        int device = 0, sms = 0, per_sm = 0;
-        FM_CUDA_CHECK(cudaGetDevice(&device));
-        FM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-        FM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, Tr::kThreads,
-                                                                    size_t(smem)));
-        const int grid_x = std::max(1, sms * std::max(per_sm, 1));
-        kernel<<<grid_x, Tr::kThreads, smem, stream>>>(p, o_part, lse_part, counters, int(cols),
-                                                       max_parts, tm_k, tm_v);
-        FM_CUDA_CHECK(cudaGetLastError());
-        reserved = counters + cols;
-      }
-    }
-    if (reserved != nullptr) {
-      // launched above
-    } else if (tma) {
+    if (tma) {
       launch(Config<T, Tr::kHeadDim, true>{}, tm_k, tm_v);
     } else {
       launch(Config<T, Tr::kHeadDim, false>{}, tm_k, tm_v);
@@ -1516,8 +1043,7 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
       cfg.numAttrs = (hopper && g_allow_pdl) ? 1 : 0;
       FM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, decode_combine_kernel<T>, static_cast<DecodeParams>(p),
                                        static_cast<const float*>(o_part),
-                                       static_cast<const float*>(lse_part),
-                                       int(reserved ? (splits & ~int64_t(3)) : splits), reserved));
+                                       static_cast<const float*>(lse_part), int(splits)));
       FM_CUDA_CHECK(cudaGetLastError());
     }
   });

@@ -36,37 +36,8 @@ constexpr int decode_head_dim_bucket(int64_t d) { return d <= 64 ? 64 : d <= 128
 #define FM_DECODE_BULK_PIPE_KB 96
 #endif
 
-// Measurement / experiment switches (all off by default; see docs/kernels_decode.md):
-//   FM_DECODE_NO_COMPUTE  consumer warps only wait for a stage and release it (the pipeline's
-//                         own streaming ceiling; the output is garbage)
-//   FM_DECODE_TIMELINE    every CTA records its start / end %globaltimer and SM id
-//                         (decode_timeline_read)
-//   FM_DECODE_Q_REGS      Q_i fragments held in registers instead of re-read per chunk (TMA path)
-//   FM_DECODE_QK_CHAINS   S_ij = Q_i K_j^T accumulated in two independent mma chains
-#ifndef FM_DECODE_NO_COMPUTE
-#define FM_DECODE_NO_COMPUTE 0
-#endif
-#ifndef FM_DECODE_TIMELINE
-#define FM_DECODE_TIMELINE 0
-#endif
-#ifndef FM_DECODE_Q_REGS
-#define FM_DECODE_Q_REGS 0
-#endif
-#ifndef FM_DECODE_MAXNREG
-#define FM_DECODE_MAXNREG 0  // register cap of the narrow TMA kernel; 0: ptxas decides
-#endif
-#ifndef FM_DECODE_STEAL
-// Work-stealing split kernel where it applies (decode_set_steal). OFF: written in round 4 but
-// not yet run on a GPU (see docs/kernels_decode.md).
-#define FM_DECODE_STEAL 0
-#endif
-#ifndef FM_DECODE_QK_CHAINS
-#define FM_DECODE_QK_CHAINS 0
-#endif
-
 template <typename T, int kD, bool kBulkCopy>
 struct DecodeTraits {
-  using Elem = T;
   static constexpr bool kBulk = kBulkCopy;
   static constexpr int kHeadDim = kD;  // padded head dim (bucket)
   // Narrow rows take the large-block tensor-copy configuration above; wider rows (and the
@@ -97,9 +68,6 @@ struct DecodeTraits {
   static constexpr int kSmemAlign = kBulk ? 1024 : 0;  // the swizzle repeats every 1024 bytes
   static constexpr int kVecsPerThread = kBc * kVecsPerRow / kThreads;  // cp.async, per tile
   static constexpr int kOStride = kD + 4;  // fp32 row stride of the O scratch
-  // Register cap (FM_DECODE_MAXNREG > 0) of the narrow TMA kernel; 255 = no cap.
-  static constexpr int kMaxRegs =
-      kNarrow && kProducerWarp && FM_DECODE_MAXNREG > 0 ? FM_DECODE_MAXNREG : 255;
 
   static_assert(kVecsPerRow >= 8, "swizzle needs >= 8 vectors per row");
   static_assert(kD % kBoxCols == 0, "a row is a whole number of 128-byte boxes");
@@ -139,13 +107,5 @@ void decode_set_tuning(DecodeCopyMode mode, bool allow_pdl);
 // Tuning / test hook: L2 promotion of the K/V tensor maps, in bytes (0, 64, 128 or 256; default
 // 256: the DRAM fetch covers a whole 256-byte row for a 128-byte box row).
 void decode_set_tma_l2_promotion(int bytes);
-// Tuning / test hook: the work-stealing split kernel (sm_90 TMA path, fp16/bf16, head dim
-// <= 128, group * S_q <= 16, num_splits >= 8 = partial slots per KV head) on or off.
-void decode_set_steal(bool on);
-#if FM_DECODE_TIMELINE
-// Copies the last split-kernel launch's per-CTA records {start ns, end ns, SM id} (3 values per
-// CTA, CTA index = blockIdx.y * gridDim.x + blockIdx.x) into dst; returns the CTAs recorded.
-int64_t decode_timeline_read(unsigned long long* dst, int64_t max_ctas);
-#endif
 
 }  // namespace flashmin::cuda

@@ -422,66 +422,18 @@ float median(std::vector<float> v) {
   return v[v.size() / 2];
 }
 
-void* g_flush = nullptr;  // 256 MB L2 flush buffer
+void* g_flush = nullptr;  // 256 MB, memset before each queued rep
 const size_t kFlushBytes = size_t(256) << 20;
-unsigned* g_sink = nullptr;  // read kernels write here only if their checksum hits a magic value
-int g_sms = 132;
-
-// Plain read bandwidth: every thread keeps kUnroll 16-byte loads in flight and folds them into a
-// register (the chip's streaming ceiling for reads; also the read-only L2 flush).
-template <int kUnroll>
-__global__ void __launch_bounds__(256) read_bw_kernel(const uint4* p, int64_t n, unsigned* sink) {
-  unsigned acc = 0;
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  for (; i + (kUnroll - 1) * stride < n; i += kUnroll * stride) {
-    uint4 v[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) v[u] = p[i + u * stride];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
-  }
-  for (; i < n; i += stride) {
-    const uint4 v = p[i];
-    acc ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (acc == 0x9e3779b9u) sink[0] = acc;  // (never in practice) keeps the loads alive
-}
-void read_bytes(const void* p, size_t bytes, cudaStream_t s = nullptr) {
-  read_bw_kernel<8>
-      <<<g_sms * 4, 256, 0, s>>>(static_cast<const uint4*>(p), int64_t(bytes / 16), g_sink);
-}
-
-// Busy-waits ~`ns` nanoseconds on one thread (the GPU idles otherwise).
-__global__ void sleep_kernel(unsigned long long ns) {
-  unsigned long long t0, t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
-  do {
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  } while (t - t0 < ns);
-}
-
-// L2 flush before each timed rep. kMemset: a 256 MB memset (what triton's do_bench does with
-// zero_(): leaves ~L2-sized DIRTY lines that are written back while the timed kernel runs);
-// kRead: a 256 MB read (clean lines); kMemsetRead: memset then read; kMemsetSleep: memset then
-// 1 ms idle.
-enum FlushMode { kMemset = 0, kRead = 1, kMemsetRead = 2, kMemsetSleep = 3 };
-const char* kFlushNames[4] = {"memset", "read", "ms+read", "ms+sleep"};
-void flush_l2(FlushMode mode, int i) {
-  if (mode != kRead) CK(cudaMemsetAsync(g_flush, i & 0xff, kFlushBytes));
-  if (mode == kRead || mode == kMemsetRead) read_bytes(g_flush, kFlushBytes);
-  if (mode == kMemsetSleep) sleep_kernel<<<1, 1>>>(1000000ull);
-}
 
 template <class F>
-float time_ms_queued(F&& f, int reps, FlushMode mode = kMemset) {
+float time_ms_queued(F&& f, int reps) {
   cudaEvent_t a, b;
   CK(cudaEventCreate(&a));
   CK(cudaEventCreate(&b));
   for (int i = 0; i < 3; ++i) f();
   std::vector<float> ts;
   for (int i = 0; i < reps; ++i) {
-    flush_l2(mode, i);
+    CK(cudaMemsetAsync(g_flush, i & 0xff, kFlushBytes));
     CK(cudaEventRecord(a));
     f();
     CK(cudaEventRecord(b));
@@ -518,58 +470,6 @@ float time_ms(F&& f, int reps = 30) {
 
 double g_copy_gbs = 0;
 const char* g_mode = "";
-bool g_steal_on = FM_DECODE_STEAL;  // the work-stealing kernel (--steal / --no-steal)
-std::vector<FlushMode> g_flush_modes = {kMemset, kRead, kMemsetRead, kMemsetSleep};
-
-// Read-bandwidth ceiling: the plain read kernel over buffers of the benchmark sizes, timed after
-// each flush mode.
-void bench_read() {
-  for (size_t mib : {256, 1024, 2048}) {
-    const size_t bytes = mib << 20;
-    DevBuf a(bytes);
-    CK(cudaMemset(a.p, 1, bytes));
-    std::string line;
-    for (FlushMode m : g_flush_modes) {
-      const float ms = time_ms_queued([&] { read_bytes(a.p, bytes); }, 30, m);
-      char buf[96];
-      std::snprintf(buf, sizeof(buf), " %s=%6.1f us %6.1f GB/s", kFlushNames[m], ms * 1e3,
-                    bytes / (ms * 1e-3) / 1e9);
-      line += buf;
-    }
-    std::printf("BENCH read-bw %5zu MiB:%s\n", mib, line.c_str());
-  }
-}
-
-#if FM_DECODE_TIMELINE
-// Per-CTA timeline of one call (after a memset flush): launch ramp, CTA durations, tail.
-void print_timeline(const char* what) {
-  std::vector<unsigned long long> t(3 * 65536);
-  const int64_t n = flashmin::cuda::decode_timeline_read(t.data(), 65536);
-  if (n <= 0) return;
-  std::vector<double> st(n), en(n), du(n);
-  unsigned long long t0 = ~0ull;
-  for (int64_t i = 0; i < n; ++i) t0 = std::min(t0, t[3 * i]);
-  std::vector<int> per_sm(1024, 0);
-  for (int64_t i = 0; i < n; ++i) {
-    st[i] = (t[3 * i] - t0) * 1e-3;
-    en[i] = (t[3 * i + 1] - t0) * 1e-3;
-    du[i] = en[i] - st[i];
-    per_sm[t[3 * i + 2] % 1024]++;
-  }
-  auto q = [](std::vector<double> v, double f) {
-    std::sort(v.begin(), v.end());
-    return v[std::min<size_t>(v.size() - 1, size_t(f * v.size()))];
-  };
-  const int sms_used = int(std::count_if(per_sm.begin(), per_sm.end(), [](int c) { return c; }));
-  const int max_per_sm = *std::max_element(per_sm.begin(), per_sm.end());
-  std::printf(
-      "TIMELINE %-26s ctas=%lld sms=%d max/sm=%d | start: p50 %.1f max %.1f | dur us: min %.1f "
-      "p10 %.1f p50 %.1f p90 %.1f max %.1f | end: min %.1f p10 %.1f p50 %.1f p90 %.1f max %.1f\n",
-      what, (long long)n, sms_used, max_per_sm, q(st, 0.5), q(st, 1.0), q(du, 0.0), q(du, 0.1),
-      q(du, 0.5), q(du, 0.9), q(du, 1.0), q(en, 0.0), q(en, 0.1), q(en, 0.5), q(en, 0.9),
-      q(en, 1.0));
-}
-#endif
 
 void bench_copy() {
   const size_t bytes = size_t(4) << 30;
@@ -636,80 +536,18 @@ void bench(int B, int L, std::vector<int> split_list, int page_size, int Sq = 1)
     DevBuf dws{size_t(ws)};
     pp.workspace = dws.p;
     pp.workspace_bytes = ws;
-    const double bytes = 2.0 * kv_elems * 2;
-    std::string extra;
-    float ms_q = 0;
-    for (FlushMode m : g_flush_modes) {
-      const float ms = time_ms_queued([&] { flashmin::cuda::decode(pp, nullptr); }, 50, m);
-      if (m == kMemset) {
-        ms_q = ms;
-      } else {
-        char buf[64];
-        std::snprintf(buf, sizeof(buf), " %s=%6.1f", kFlushNames[m], ms * 1e3);
-        extra += buf;
-      }
-    }
+    const float ms_q = time_ms_queued([&] { flashmin::cuda::decode(pp, nullptr); }, 50);
     const float ms_s = time_ms([&] { flashmin::cuda::decode(pp, nullptr); }, 50);
     CK(cudaDeviceSynchronize());
+    const double bytes = 2.0 * kv_elems * 2;
     const double gbs = bytes / (ms_q * 1e-3) / 1e9;
     std::printf(
         "BENCH %-8s B=%-3d L=%-6d Sq=%d %-10s splits=%-3lld%s queued=%7.1f us K+V %7.1f GB/s "
-        "%5.1f%% of copy | serial=%7.1f us |%s\n",
+        "%5.1f%% of copy | serial=%7.1f us %7.1f GB/s\n",
         g_mode, B, L, Sq, page_size ? ("paged" + std::to_string(page_size)).c_str() : "contiguous",
         (long long)pp.num_splits, splits == 0 ? "(h)" : "   ", ms_q * 1e3, gbs,
-        100.0 * gbs / g_copy_gbs, ms_s * 1e3, extra.c_str());
-#if FM_DECODE_TIMELINE
-    flush_l2(kMemset, 0);
-    flashmin::cuda::decode(pp, nullptr);
-    CK(cudaDeviceSynchronize());
-    char what[64];
-    std::snprintf(what, sizeof(what), "B=%d L=%d splits=%lld", B, L, (long long)pp.num_splits);
-    print_timeline(what);
-#endif
+        100.0 * gbs / g_copy_gbs, ms_s * 1e3, bytes / (ms_s * 1e-3) / 1e9);
   }
-}
-
-// One shape, a few plain calls (for a profiler: ncu -k regex:decode_split -c 1 ...).
-void profile_once(int B, int L) {
-  const int Hq = 32, Hk = 8, D = 128;
-  const int64_t kv_elems = int64_t(B) * Hk * L * D;
-  DevBuf q(size_t(B) * Hq * D * 2), k(kv_elems * 2), v(kv_elems * 2), o(size_t(B) * Hq * D * 2);
-  fill_random<<<1024, 256>>>(static_cast<__nv_bfloat16*>(q.p), int64_t(B) * Hq * D, 1);
-  fill_random<<<4096, 256>>>(static_cast<__nv_bfloat16*>(k.p), kv_elems, 2);
-  fill_random<<<4096, 256>>>(static_cast<__nv_bfloat16*>(v.p), kv_elems, 3);
-  DecodeParams p;
-  p.dtype = DType::kBFloat16;
-  p.batch = B;
-  p.heads_q = Hq;
-  p.heads_kv = Hk;
-  p.seqlen_q = 1;
-  p.head_dim = D;
-  p.scale = 1.0f / std::sqrt(float(D));
-  p.q = q.p;
-  p.o = o.p;
-  p.q_strides = p.o_strides = Strides{int64_t(Hq) * D, D, D};
-  p.k_cache = k.p;
-  p.v_cache = v.p;
-  p.k_cache_strides = p.v_cache_strides = Strides{int64_t(Hk) * L * D, int64_t(L) * D, D};
-  p.max_seqlen_k = L;
-  p.num_splits = 0;
-  const int64_t ws = flashmin::cuda::decode_plan(p, g_sms);
-  DevBuf dws{size_t(ws)};
-  p.workspace = dws.p;
-  p.workspace_bytes = ws;
-  read_bytes(k.p, size_t(kv_elems) * 2);
-  for (int i = 0; i < 2; ++i) flashmin::cuda::decode(p, nullptr);
-  flashmin::cuda::decode_set_steal(false);  // then the static split kernel
-  DecodeParams ps = p;
-  ps.num_splits = 0;
-  const int64_t ws2 = flashmin::cuda::decode_plan(ps, g_sms);
-  DevBuf dws2{size_t(ws2)};
-  ps.workspace = dws2.p;
-  ps.workspace_bytes = ws2;
-  for (int i = 0; i < 2; ++i) flashmin::cuda::decode(ps, nullptr);
-  flashmin::cuda::decode_set_steal(g_steal_on);
-  CK(cudaDeviceSynchronize());
-  std::printf("profile B=%d L=%d splits=%lld done\n", B, L, (long long)p.num_splits);
 }
 
 }  // namespace
@@ -904,36 +742,14 @@ void correctness_suite() {
 
 int main(int argc, char** argv) {
   using flashmin::cuda::DecodeCopyMode;
-  // --no-bench | --bench-only [--l2] | --quick (bench-only, heuristic split, 9 shapes, 2 flush
-  // modes) | --profile B L (a few plain calls of one shape, for ncu); any of them + --steal or
-  // --no-steal (work-stealing kernel on / off; default FM_DECODE_STEAL)
-  const char* a1 = argc > 1 ? argv[1] : "";
-  const bool quick = std::strcmp(a1, "--quick") == 0;
-  const bool do_bench = std::strcmp(a1, "--no-bench") != 0;
-  const bool do_check = std::strcmp(a1, "--bench-only") != 0 && !quick;
+  const bool do_bench = !(argc > 1 && std::strcmp(argv[1], "--no-bench") == 0);
+  const bool do_check = !(argc > 1 && std::strcmp(argv[1], "--bench-only") == 0);
+  // --bench-only --l2: also sweep the tensor maps' L2 promotion.
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs, cc %d.%d\n", prop.name, prop.multiProcessorCount, prop.major,
               prop.minor);
   const bool hopper = prop.major >= 9;
-  g_sms = prop.multiProcessorCount;
-  CK(cudaMalloc(&g_sink, 16));
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--no-steal") == 0) {  // the static split kernel only
-      g_steal_on = false;
-      flashmin::cuda::decode_set_steal(false);
-      std::printf("work stealing off\n");
-    }
-    if (std::strcmp(argv[i], "--steal") == 0) {  // the work-stealing kernel where it applies
-      g_steal_on = true;
-      flashmin::cuda::decode_set_steal(true);
-      std::printf("work stealing on\n");
-    }
-  }
-  if (std::strcmp(a1, "--profile") == 0 && argc > 3) {
-    profile_once(std::atoi(argv[2]), std::atoi(argv[3]));
-    return 0;
-  }
 
   // Correctness of both copy paths (the tensor-copy path exists on sm_90+ only).
   if (do_check) {
@@ -950,68 +766,25 @@ int main(int argc, char** argv) {
                 fail_cp, g_failures - fail_cp);
   }
 
-  if (do_bench && quick) {
+  if (do_bench) {
     CK(cudaMalloc(&g_flush, kFlushBytes));
     bench_copy();
-    g_flush_modes = {kMemset, kRead};
     flashmin::cuda::decode_set_tuning(hopper ? DecodeCopyMode::kBulk : DecodeCopyMode::kCpAsync,
                                       true);
     g_mode = hopper ? "bulk" : "cp.async";
-    for (auto bl : {std::pair{1, 65536},
-                    {8, 8192},
-                    {16, 4096},
-                    {64, 1024},
-                    {64, 2048},
-                    {32, 8192},
-                    {64, 4096},
-                    {128, 2048},
-                    {32, 16384}})
-      bench(bl.first, bl.second, {0}, 0);
-    bench(32, 8192, {0}, 16);
-    flashmin::cuda::decode_set_steal(false);
-    g_mode = "static";
-    bench(8, 8192, {0}, 0);
-    bench(32, 8192, {0}, 0);
-    bench(128, 2048, {0}, 0);
-    flashmin::cuda::decode_set_steal(g_steal_on);
-    CK(cudaFree(g_flush));
-  } else if (do_bench) {
-    CK(cudaMalloc(&g_flush, kFlushBytes));
-    bench_copy();
-    bench_read();
-    flashmin::cuda::decode_set_tuning(hopper ? DecodeCopyMode::kBulk : DecodeCopyMode::kCpAsync,
-                                      true);
-    g_mode = hopper ? "bulk" : "cp.async";
-    bench(32, 16384, {0}, 0);
-    bench(1, 65536, {0, 16, 32, 64}, 0);
-    bench(8, 8192, {0, 2, 4}, 0);
-    bench(16, 4096, {0, 1, 2}, 0);
-    bench(32, 8192, {0, 1}, 0);
-    bench(64, 2048, {0, 1}, 0);
+    bench(1, 65536, {0, 16, 24, 32, 40, 48, 64, 66}, 0);
+    bench(8, 8192, {0, 2, 3, 4, 6, 8}, 0);
+    bench(16, 4096, {0, 1, 2, 3, 4}, 0);
+    bench(32, 8192, {0, 1, 2}, 0);
+    bench(64, 2048, {0, 1, 2}, 0);
     bench(64, 4096, {0, 1}, 0);
     bench(128, 2048, {0, 1}, 0);
-    bench(64, 1024, {0, 1}, 0);
+    bench(64, 1024, {0, 1, 2, 3}, 0);
     bench(32, 8192, {0}, 16);
     bench(32, 8192, {0}, 256);
     bench(8, 8192, {0}, 16);
     bench(32, 8192, {0}, 0, 4);
     if (hopper) {
-      // The static split kernel on the same shapes (work stealing off).
-      flashmin::cuda::decode_set_steal(false);
-      g_mode = "static";
-      g_flush_modes = {kMemset, kRead};
-      for (auto bl : {std::pair{1, 65536},
-                      {8, 8192},
-                      {16, 4096},
-                      {64, 1024},
-                      {64, 2048},
-                      {32, 8192},
-                      {64, 4096},
-                      {128, 2048},
-                      {32, 16384}})
-        bench(bl.first, bl.second, {0}, 0);
-      bench(32, 8192, {0}, 16);
-      flashmin::cuda::decode_set_steal(g_steal_on);
       flashmin::cuda::decode_set_tuning(DecodeCopyMode::kCpAsync, true);
       g_mode = "cp.async";
       bench(1, 65536, {0}, 0);
