@@ -33,8 +33,10 @@
 
 #include "cuda/cuda_api.h"
 #include "cuda/decode_traits.h"
+#include "cuda/tensor_map.h"
 #include "flashmin/cuda/copy.h"
 #include "flashmin/cuda/mma.h"
+#include "flashmin/cuda/tma.h"
 #include "flashmin/online_softmax.h"
 
 namespace flashmin::cuda {
@@ -66,72 +68,12 @@ __device__ __forceinline__ int kv_off(int row, int vec) {
   return q_off<Tr>(row, vec);
 }
 
-// ---- Hopper copy engine (sm_90): 1-D bulk copies completing on an mbarrier; PDL.
+// ---- Hopper (sm_90): mbarriers and TMA copies come from flashmin/cuda/tma.h; PDL here.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define FM_DECODE_SM90 1
 #else
 #define FM_DECODE_SM90 0
 #endif
-
-__device__ __forceinline__ void mbar_init(uint64_t* bar, int count) {
-#if FM_DECODE_SM90
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count));
-  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-#else
-  __trap();
-#endif
-}
-
-// Arrive once on this phase, announcing `bytes` that this thread's bulk copies will deliver.
-__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
-#if FM_DECODE_SM90
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)),
-               "r"(bytes)
-               : "memory");
-#else
-  __trap();
-#endif
-}
-
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
-#if FM_DECODE_SM90
-  uint32_t done = 0;
-  while (!done) {
-    asm volatile(
-        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-        " selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(smem_addr(bar)), "r"(parity)
-        : "memory");
-  }
-#else
-  __trap();
-#endif
-}
-
-// Plain arrive (a consumer warp releases a stage).
-__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
-#if FM_DECODE_SM90
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar)) : "memory");
-#else
-  __trap();
-#endif
-}
-
-// TMA tiled copy of one box of a 4-D tensor map (coordinates innermost first) into shared
-// memory, counted on `bar` (the whole box, out-of-bounds parts zero-filled, counts as bytes).
-__device__ __forceinline__ void tma_load_4d(void* smem_dst, const CUtensorMap* map, int c0, int c1,
-                                            int c2, int c3, uint64_t* bar) {
-#if FM_DECODE_SM90
-  asm volatile(
-      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
-      " [%0], [%1, {%2, %3, %4, %5}], [%6];\n" ::"r"(smem_addr(smem_dst)),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(smem_addr(bar))
-      : "memory");
-#else
-  __trap();
-#endif
-}
 
 // Programmatic dependent launch: let the combine kernel launch early / wait for our results.
 __device__ __forceinline__ void pdl_launch_dependents() {
@@ -835,27 +777,6 @@ void dispatch_decode(DType dtype, int64_t head_dim, bool bulk, F&& f) {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// cuTensorMapEncodeTiled, fetched from the driver through the runtime (no libcuda link);
-// nullptr when unavailable.
-using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*,
-                                   const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
-                                   const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,
-                                   CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-EncodeTiledFn encode_tiled() {
-  static const EncodeTiledFn fn = [] {
-    void* f = nullptr;
-    cudaDriverEntryPointQueryResult status = cudaDriverEntryPointSymbolNotFound;
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault,
-                                         &status) != cudaSuccess ||
-        status != cudaDriverEntryPointSuccess) {
-      (void)cudaGetLastError();
-      return EncodeTiledFn(nullptr);
-    }
-    return reinterpret_cast<EncodeTiledFn>(f);
-  }();
-  return fn;
-}
-
 // Tensor map of one cache (K or V) for the TMA path, as a 4-D tensor (innermost first):
 // (head_dim, positions, H_k, B) for a contiguous cache, (head_dim, page_size, H_k, pages) for a
 // paged one; box = 128 bytes of head dim x `box_rows` positions, 128-byte swizzle, positions
@@ -863,26 +784,11 @@ EncodeTiledFn encode_tiled() {
 template <typename T>
 bool make_cache_map(CUtensorMap* map, const void* base, const Strides& st, const DecodeParams& p,
                     int box_rows) {
-  const EncodeTiledFn encode = encode_tiled();
-  if (encode == nullptr || base == nullptr) return false;
   const bool paged = p.block_table != nullptr;
   const int64_t es = int64_t(sizeof(T));
   const int64_t dims[4] = {p.head_dim, paged ? p.page_size : p.max_seqlen_k, p.heads_kv,
                            paged ? p.num_pages : p.batch};
   const int64_t strides[3] = {st.seq * es, st.head * es, st.batch * es};
-  cuuint64_t g_dims[4], g_strides[3];
-  for (int i = 0; i < 4; ++i) {
-    if (dims[i] < 1 || dims[i] > INT32_MAX) return false;  // coordinates are int32
-    g_dims[i] = cuuint64_t(dims[i]);
-  }
-  for (int i = 0; i < 3; ++i) {
-    int64_t s = strides[i];
-    if (s == 0 && dims[i + 1] == 1) s = 16;  // a size-1 axis: its stride is never used
-    if (s <= 0 || s % 16 != 0 || s >= (int64_t(1) << 40)) return false;
-    g_strides[i] = cuuint64_t(s);
-  }
-  const cuuint32_t box[4] = {cuuint32_t(128 / es), cuuint32_t(box_rows), 1, 1};
-  const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
   const CUtensorMapL2promotion promotion =
       g_l2_promotion >= 256   ? CU_TENSOR_MAP_L2_PROMOTION_L2_256B
       : g_l2_promotion >= 128 ? CU_TENSOR_MAP_L2_PROMOTION_L2_128B
@@ -891,9 +797,7 @@ bool make_cache_map(CUtensorMap* map, const void* base, const Strides& st, const
   const CUtensorMapDataType type = std::is_same_v<T, float>    ? CU_TENSOR_MAP_DATA_TYPE_FLOAT32
                                    : std::is_same_v<T, __half> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
                                                                : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
-  return encode(map, type, 4, const_cast<void*>(base), g_dims, g_strides, box, elem_strides,
-                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, promotion,
-                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+  return make_tensor_map_4d(map, type, int(es), base, dims, strides, box_rows, promotion);
 }
 
 struct Layout {

@@ -2,7 +2,8 @@
 // Build and run (no torch):
 //   nvcc -std=c++17 -O3 --expt-relaxed-constexpr -Iinclude -Isrc -gencode
 //   arch=compute_90a,code=sm_90a \
-//     tests/cuda/decode_check.cu src/cuda/decode.cu src/cuda/cuda_error.cpp -o /tmp/decode_check
+//     tests/cuda/decode_check.cu src/cuda/decode.cu src/cuda/tensor_map.cpp \
+//     src/cuda/cuda_error.cpp -o /tmp/decode_check
 //   /tmp/decode_check          (correctness, then timings; exit code != 0 on any failure)
 //   /tmp/decode_check --no-bench
 //   /tmp/decode_check --bench-only

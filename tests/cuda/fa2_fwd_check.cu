@@ -5,7 +5,7 @@
 //   nvcc -std=c++17 -O3 --expt-relaxed-constexpr -Iinclude -Isrc \
 //        -gencode arch=compute_90a,code=sm_90a \
 //        -DFLASHMIN_HAS_SM90A=1 tests/cuda/fa2_fwd_check.cu src/cuda/fa2_fwd.cu \
-//        src/cuda/fa2_fwd_sm90.cu src/cuda/cuda_error.cpp -o /tmp/fa2 &&
+//        src/cuda/fa2_fwd_sm90.cu src/cuda/tensor_map.cpp src/cuda/cuda_error.cpp -o /tmp/fa2 &&
 //        /tmp/fa2
 //
 // On an sm_90 GPU this checks and times the sm90 family; FLASHMIN_FORCE_SM80=1 the sm80 one.
