@@ -32,8 +32,8 @@ def wrapper(ctype: str, ptx: str, n: int) -> str:
     )
     rs = (
         f'"{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{na + 5}, 0;\\n"\n'
-        f'        "wgmma.mma_async.sync.aligned.{shape} {regs(0, na)}, {regs(na, 4)}, %{na + 4}, p, '
-        f'1, 1, %{na + 6};\\n}}\\n"'
+        f'        "wgmma.mma_async.sync.aligned.{shape} {regs(0, na)}, {regs(na, 4)}, '
+        f'%{na + 4}, p, 1, 1, %{na + 6};\\n}}\\n"'
     )
     return f"""template <>
 struct Wgmma<{ctype}, {n}> {{
