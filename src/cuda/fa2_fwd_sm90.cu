@@ -50,6 +50,12 @@ struct FwdTile {
   int i;
 };
 
+// Work items per (b, h) of the static schedule (see the kernel): T_r query blocks, or causal
+// pairs of them.
+__host__ __device__ inline int64_t fwd_items_per_head(bool causal, int64_t T_r) {
+  return causal ? (T_r + 1) / 2 : T_r;
+}
+
 template <typename T, int kD>
 __global__ void __launch_bounds__(Fa2FwdSm90Traits<kD>::kThreads, 1)
     fa2_fwd_sm90_kernel(const AttnParams p, const __grid_constant__ CUtensorMap tm_q,
@@ -100,7 +106,7 @@ __global__ void __launch_bounds__(Fa2FwdSm90Traits<kD>::kThreads, 1)
   // query blocks T_r - 1 - u and u of one (b, h) (heavy first), so that every item holds about
   // T_r + 1 key blocks and a round-robin over CTAs stays balanced.
   const bool paired = p.is_causal;
-  const int64_t per_bh = paired ? (T_r + 1) / 2 : T_r;
+  const int64_t per_bh = fwd_items_per_head(paired, T_r);
   auto cta_tile = [&](int64_t k, FwdTile& tile) -> bool {
     const int64_t w = blockIdx.x + (paired ? k / 2 : k) * int64_t(gridDim.x);
     if (w >= num_work) return false;
@@ -394,7 +400,7 @@ bool launch_fwd_sm90(const AttnParams& p, cudaStream_t stream) {
   FM_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
   // Work items of the static schedule (see the kernel): tiles, or causal pairs of tiles.
-  const int64_t work = p.is_causal ? (T_r + 1) / 2 * p.batch * p.heads_q : tiles;
+  const int64_t work = fwd_items_per_head(p.is_causal, T_r) * p.batch * p.heads_q;
   const int grid = static_cast<int>(std::min<int64_t>(work, num_sms()));
   kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(
       p, maps[0], maps[1], maps[2], p.scale * kLog2e, static_cast<int>(T_r), work);
