@@ -87,12 +87,17 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
   }
   const int n_i = T_r - i_begin;
   const int n_iter = G * n_i;  // (query head of the group, query block) pairs
+  // Iteration `it` visits pair (it + rot) % n_iter. d256: CTAs start at different query blocks
+  // (rot = j), so the concurrent CTAs of a head add into different dQ rows instead of all into
+  // the same ones: +1.6-2.4% at d256 (H200); neutral to -3% at d128, so not there.
+  const int rot = kSplitD && n_iter > 0 ? j % n_iter : 0;
+  auto pair_of = [&](int it) { return it + rot < n_iter ? it + rot : it + rot - n_iter; };
 
   // cp.async of Q_i, dO_i, lse_i (log2 units), D_i of iteration `it` into stage it % 2.
   // Padding rows: Q = dO = 0, lse = D = 0, so P = 1 there but every product they feed is 0.
   auto load_q_block = [&](int it) {
     const int stage = it % kStages;
-    const int h = h_k * G + it / n_i, i = i_begin + it % n_i;
+    const int h = h_k * G + pair_of(it) / n_i, i = i_begin + pair_of(it) % n_i;
     const T* Q = static_cast<const T*>(p.q) + row_offset(p.q_strides, b, h, 0);
     const T* dO = static_cast<const T*>(p.dout) + row_offset(p.dout_strides, b, h, 0);
     cp_async_tile_sw128<B_r, kD, kThreads>(Q_s + stage * B_r * kD, Q, p.q_strides.seq, i * B_r, S_q,
@@ -129,10 +134,51 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
   const uint64_t desc_Kt = sw128_desc(K_s, kKvBlock, 1024);
   const uint64_t desc_dSt = sw128_desc(dS_s, kKvBlock, 1024);
 
+  // dQ_i += dS_ij K_j : 64 x kDqCols items (item = row half m0, column block n0), one per
+  // warpgroup at a time, contraction over the B_c keys; A = dS^T tile and B = K_j, both
+  // MN-major. The first item is issued before dV_j / dK_j so its fp32 atomics overlap them.
+  // (A wgmma under a runtime branch would serialise the pipeline, ptxas C7514: hence kDq.)
+  constexpr int kColItems = kD / kDqCols;
+  constexpr int kItems = (B_r / 64) * kColItems;
+  float dQ_acc[kDqCols / 2];
+  auto issue_dq = [&](float (&acc)[kDqCols / 2], int item) {
+    const int m0 = (item / kColItems) * 64, n0 = (item % kColItems) * kDqCols;
+#pragma unroll
+    for (int ks = 0; ks < B_c / 16; ++ks) {
+      WgmmaQ::template ss<1, 1>(acc, desc_plus(desc_dSt, (m0 / 64) * kKvBlock + ks * 2048),
+                                desc_plus(desc_Kt, (n0 / 64) * kKvBlock + ks * 2048), ks > 0);
+    }
+    wgmma_commit();
+  };
+  // Adds item `item` of query block q0 (accumulators `acc`) into dQ (this head's rows).
+  auto flush_dq = [&](float (&acc)[kDqCols / 2], int item, float* dQ, int q0) {
+    pin_registers(acc);
+    const int m0 = (item / kColItems) * 64, n0 = (item % kColItems) * kDqCols;
+#pragma unroll
+    for (int nt = 0; nt < kDqCols / 8; ++nt) {
+      const int col = n0 + nt * 8 + 2 * (lane % 4);
+      if (col >= d) continue;
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int q = q0 + m0 + wi * 16 + lane / 4 + 8 * half;
+        if (q >= S_q) continue;
+        float* dst = dQ + static_cast<int64_t>(q) * kD + col;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        atomicAdd(reinterpret_cast<float2*>(dst),
+                  make_float2(acc[nt * 4 + 2 * half], acc[nt * 4 + 2 * half + 1]));
+#else  // never launched below sm_90 (the kernel body is a trap there); keeps sm_80 compiling
+        atomicAdd(dst, acc[nt * 4 + 2 * half]);
+        atomicAdd(dst + 1, acc[nt * 4 + 2 * half + 1]);
+#endif
+      }
+    }
+  };
+
   for (int it = 0; it < n_iter; ++it) {
-    const int h = h_k * G + it / n_i, i = i_begin + it % n_i;
+    const int h = h_k * G + pair_of(it) / n_i, i = i_begin + pair_of(it) % n_i;
     const int q0 = i * B_r;
     const int stage = it % kStages;
+    float* dQ = kDq ? dq_accum + (b * p.heads_q + h) * static_cast<int64_t>(S_q) * kD : nullptr;
     cp_async_wait<0>();
     fence_proxy_async();  // cp.async writes -> visible to wgmma
     __syncthreads();      // tiles of `it` ready; every warp is done with iteration it-1
@@ -221,46 +267,6 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
       named_barrier_sync(1, kThreads);
     }
 
-    // dQ_i += dS_ij K_j : 64 x kDqCols items (item = row half m0, column block n0), one per
-    // warpgroup at a time, contraction over the B_c keys; A = dS^T tile and B = K_j, both
-    // MN-major. The first item is issued before dV_j / dK_j so its fp32 atomics overlap them.
-    // (A wgmma under a runtime branch would serialise the pipeline, ptxas C7514: hence kDq.)
-    constexpr int kColItems = kD / kDqCols;
-    constexpr int kItems = (B_r / 64) * kColItems;
-    float* dQ = kDq ? dq_accum + (b * p.heads_q + h) * static_cast<int64_t>(S_q) * kD : nullptr;
-    float dQ_acc[kDqCols / 2];
-    auto issue_dq = [&](int item) {
-      const int m0 = (item / kColItems) * 64, n0 = (item % kColItems) * kDqCols;
-#pragma unroll
-      for (int ks = 0; ks < B_c / 16; ++ks) {
-        WgmmaQ::template ss<1, 1>(dQ_acc, desc_plus(desc_dSt, (m0 / 64) * kKvBlock + ks * 2048),
-                                  desc_plus(desc_Kt, (n0 / 64) * kKvBlock + ks * 2048), ks > 0);
-      }
-      wgmma_commit();
-    };
-    auto flush_dq = [&](int item) {
-      pin_registers(dQ_acc);
-      const int m0 = (item / kColItems) * 64, n0 = (item % kColItems) * kDqCols;
-#pragma unroll
-      for (int nt = 0; nt < kDqCols / 8; ++nt) {
-        const int col = n0 + nt * 8 + 2 * (lane % 4);
-        if (col >= d) continue;
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const int q = q0 + m0 + wi * 16 + lane / 4 + 8 * half;
-          if (q >= S_q) continue;
-          float* dst = dQ + static_cast<int64_t>(q) * kD + col;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-          atomicAdd(reinterpret_cast<float2*>(dst),
-                    make_float2(dQ_acc[nt * 4 + 2 * half], dQ_acc[nt * 4 + 2 * half + 1]));
-#else  // never launched below sm_90 (the kernel body is a trap there); keeps sm_80 compiling
-          atomicAdd(dst, dQ_acc[nt * 4 + 2 * half]);
-          atomicAdd(dst + 1, dQ_acc[nt * 4 + 2 * half + 1]);
-#endif
-        }
-      }
-    };
-
     // dV_j += P^T_ij dO_i, dK_j += dS^T_ij Q_i : (64 keys x kDCols from dc0), contraction over
     // B_r queries; B = dO_i / Q_i MN-major (16 query rows = 2048 bytes per step).
     const int off_dc = (dc0 / 64) * kQBlock;
@@ -269,7 +275,7 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
       const uint64_t desc_Pt = sw128_desc(P_s, 16, 1024);
       const uint64_t desc_dSt_k = sw128_desc(dS_s, 16, 1024);
       wgmma_fence();
-      if constexpr (kDq) issue_dq(wg);
+      if constexpr (kDq) issue_dq(dQ_acc, wg);
 #pragma unroll
       for (int ks = 0; ks < B_r / 16; ++ks)
         WgmmaKV::template ss<0, 1>(dV_acc, desc_plus(desc_Pt, ks * 32),
@@ -287,7 +293,7 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
         acc_to_a<T>(a_dS[ks], &dP_acc[8 * ks], &dP_acc[8 * ks + 4]);
       }
       wgmma_fence();
-      if constexpr (kDq) issue_dq(wg);
+      if constexpr (kDq) issue_dq(dQ_acc, wg);
 #pragma unroll
       for (int ks = 0; ks < B_r / 16; ++ks)
         WgmmaKV::template rs<1>(dV_acc, a_P[ks], desc_plus(desc_dO, ks * 2048), 1);
@@ -298,14 +304,14 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
     }
     if constexpr (kDq) {
       wgmma_wait<1>();  // the first dQ item is done; dV_j / dK_j may still run
-      flush_dq(wg);
+      flush_dq(dQ_acc, wg, dQ, q0);
 #pragma unroll
       for (int item = wg + Tr::kWarpGroups; item < kItems; item += Tr::kWarpGroups) {
         wgmma_wait<0>();
         wgmma_fence();
-        issue_dq(item);
+        issue_dq(dQ_acc, item);
         wgmma_wait<0>();
-        flush_dq(item);
+        flush_dq(dQ_acc, item, dQ, q0);
       }
     }
     wgmma_wait<0>();  // dK/dV products done before their A registers and stage are reused
