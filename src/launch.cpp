@@ -10,6 +10,7 @@
 
 #ifdef FLASHMIN_WITH_CUDA
 #include "cuda/cuda_api.h"
+#include "cuda/device_query.h"
 #endif
 
 namespace flashmin {
@@ -67,11 +68,6 @@ class DeviceGuard {
   int previous_ = 0;
 };
 
-int sm_count(int device) {
-  int n = 0;
-  FM_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
-  return n;
-}
 #endif
 
 [[noreturn, maybe_unused]] void no_cuda() {
@@ -244,7 +240,7 @@ int64_t decode_plan(DecodeParams& p, int device) {
     return 0;
   }
 #ifdef FLASHMIN_WITH_CUDA
-  return cuda::decode_plan(p, sm_count(device));
+  return cuda::decode_plan(p, cuda::sm_count(device));
 #else
   no_cuda();
 #endif
@@ -258,7 +254,7 @@ void decode(const DecodeParams& p, int device, intptr_t stream) {
   if (device < 0) return cpu::decode(p);
 #ifdef FLASHMIN_WITH_CUDA
   DecodeParams planned = p;
-  const int64_t need = cuda::decode_plan(planned, sm_count(device));
+  const int64_t need = cuda::decode_plan(planned, cuda::sm_count(device));
   check_arg(p.workspace_bytes >= need, "workspace", "at least decode_plan()'s bytes",
             p.workspace_bytes);
   DeviceGuard guard(device);

@@ -29,6 +29,7 @@
 #include <string>
 
 #include "cuda/cuda_api.h"
+#include "cuda/device_query.h"
 #include "cuda/fa2_bwd_common.cuh"
 #include "cuda/fa2_bwd_sm90.h"
 #include "cuda/fa2_bwd_traits.h"
@@ -663,9 +664,7 @@ void run_fa2_bwd_sm80(const AttnBwdParams& p, cudaStream_t stream) {
 
 template <typename T>
 void run_fa2_bwd(const AttnBwdParams& p, cudaStream_t stream) {
-  int device = 0, major = 0;
-  FM_CUDA_CHECK(cudaGetDevice(&device));
-  FM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  const int major = compute_capability_major(current_device());
   if (major < 8)
     throw std::runtime_error("fa2_bwd_mma: needs compute capability >= 8.0, got " +
                              std::to_string(major) + ".x");

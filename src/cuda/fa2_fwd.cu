@@ -33,6 +33,7 @@
 #include <string>
 
 #include "cuda/cuda_api.h"
+#include "cuda/device_query.h"
 #include "cuda/fa2_fwd_common.cuh"
 #include "cuda/fa2_fwd_sm90.h"
 #include "cuda/fa2_fwd_traits.h"
@@ -531,10 +532,8 @@ void fa2_fwd_sm80_launch(const AttnParams& p, cudaStream_t stream) {
   args.T_r = static_cast<int>(T_r);
 
   const size_t smem = Tr::template smem_bytes<T>();
-  int device = 0, smem_optin = 0;
-  FM_CUDA_CHECK(cudaGetDevice(&device));
-  FM_CUDA_CHECK(
-      cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const int smem_optin =
+      device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, current_device());
   if (static_cast<int64_t>(smem) > smem_optin)
     throw std::runtime_error("device: the FA2 forward tile for head_dim " +
                              std::to_string(p.head_dim) + " needs " + std::to_string(smem) +
@@ -559,10 +558,7 @@ void fa2_fwd_sm80(const AttnParams& p, cudaStream_t stream) {
 
 void fa2_fwd_mma(const AttnParams& p, cudaStream_t stream) {
   if (p.batch == 0 || p.heads_q == 0 || p.seqlen_q == 0) return;
-  int device = 0, major = 0;
-  FM_CUDA_CHECK(cudaGetDevice(&device));
-  FM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  if (major < 8)
+  if (compute_capability_major(current_device()) < 8)
     throw std::runtime_error("device: the fp16/bf16 FA2 kernels need compute capability >= 8.0");
   // sm90 family (wgmma) on compute capability 9.0 for the buckets it covers; sm80 family
   // (mma.sync) everywhere else (sm_80 .. sm_90, and newer through PTX).

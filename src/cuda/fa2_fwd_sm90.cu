@@ -28,6 +28,7 @@
 #include <type_traits>
 
 #include "cuda/cuda_api.h"
+#include "cuda/device_query.h"
 #include "cuda/fa2_fwd_common.cuh"
 #include "cuda/fa2_fwd_sm90.h"
 #include "cuda/fa2_fwd_traits.h"
@@ -379,13 +380,6 @@ bool make_fwd_maps(const AttnParams& p, CUtensorMap (&maps)[3]) {
   return true;
 }
 
-int num_sms() {
-  int device = 0, sms = 0;
-  FM_CUDA_CHECK(cudaGetDevice(&device));
-  FM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  return sms;
-}
-
 // Persistent launch: one CTA per SM (fewer when there are fewer tiles).
 template <typename T, int kD>
 bool launch_fwd_sm90(const AttnParams& p, cudaStream_t stream) {
@@ -401,7 +395,7 @@ bool launch_fwd_sm90(const AttnParams& p, cudaStream_t stream) {
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
   // Work items of the static schedule (see the kernel): tiles, or causal pairs of tiles.
   const int64_t work = fwd_items_per_head(p.is_causal, T_r) * p.batch * p.heads_q;
-  const int grid = static_cast<int>(std::min<int64_t>(work, num_sms()));
+  const int grid = static_cast<int>(std::min<int64_t>(work, sm_count(current_device())));
   kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(
       p, maps[0], maps[1], maps[2], p.scale * kLog2e, static_cast<int>(T_r), work);
   FM_CUDA_CHECK(cudaGetLastError());

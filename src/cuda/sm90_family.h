@@ -6,7 +6,7 @@
 
 #include <cstdlib>
 
-#include "cuda/cuda_api.h"
+#include "cuda/device_query.h"
 
 namespace flashmin::cuda {
 
@@ -17,11 +17,9 @@ inline bool sm90_family_available() {
 #if defined(FLASHMIN_HAS_SM90A)
   const char* force = std::getenv("FLASHMIN_FORCE_SM80");
   if (force != nullptr && force[0] == '1') return false;
-  int device = 0, major = 0, minor = 0;
-  FM_CUDA_CHECK(cudaGetDevice(&device));
-  FM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  FM_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-  return major == 9 && minor == 0;
+  const int device = current_device();
+  return compute_capability_major(device) == 9 &&
+         device_attribute(cudaDevAttrComputeCapabilityMinor, device) == 0;
 #else
   return false;
 #endif
