@@ -7,7 +7,8 @@ out=${OUT:-gpu_out}
 mkdir -p "$out"
 flags="-std=c++17 -O3 --expt-relaxed-constexpr -Iinclude -Isrc -DFLASHMIN_HAS_SM90A=1 -gencode arch=compute_90a,code=sm_90a"
 t0=$(date +%s)
-for f in tests/cuda/fa2_bwd_check.cu src/cuda/fa2_bwd.cu src/cuda/fa2_bwd_sm90.cu src/cuda/cuda_error.cpp; do
+for f in tests/cuda/fa2_bwd_check.cu src/cuda/fa2_bwd.cu src/cuda/fa2_bwd_sm90.cu src/cuda/tensor_map.cpp \
+    src/cuda/cuda_error.cpp; do
   nvcc $flags -x cu -c "$f" -o "/tmp/$(basename "$f").o" &
 done
 wait

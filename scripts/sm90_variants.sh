@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: A/B timing of compile-time variants of an sm90 FA2 kernel in its standalone
 # harness. Usage: scripts/sm90_variants.sh fwd|bwd "name=-DFLAG=1 ..." ... (the first variant
-# is the baseline). Each variant is checked (correctness cases), then timed on the harness grid;
+# is the baseline; "name=@path/file.cu -DFLAG" compiles that file instead of the current one). Each variant is checked (correctness cases), then timed on the harness grid;
 # prints ms (TFLOP/s) per variant and baseline time / variant time. Output in $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,7 @@ flags="-std=c++17 -O3 --expt-relaxed-constexpr -Iinclude -Isrc -DFLASHMIN_HAS_SM
 if [ "$kind" = fwd ]; then
   shared="tests/cuda/fa2_fwd_check.cu src/cuda/fa2_fwd.cu src/cuda/tensor_map.cpp src/cuda/cuda_error.cpp"
 else
-  shared="tests/cuda/fa2_bwd_check.cu src/cuda/fa2_bwd.cu src/cuda/cuda_error.cpp"
+  shared="tests/cuda/fa2_bwd_check.cu src/cuda/fa2_bwd.cu src/cuda/tensor_map.cpp src/cuda/cuda_error.cpp"
 fi
 t0=$(date +%s)
 for f in $shared; do
@@ -24,8 +24,15 @@ names=()
 for spec in "$@"; do
   name=${spec%%=*}
   names+=("$name")
+  args=${spec#*=}
+  src="src/cuda/fa2_${kind}_sm90.cu"
+  if [ "${args#@}" != "$args" ]; then  # @file: another version of the kernel file
+    src=${args%% *}
+    src=${src#@}
+    args=${args#"@$src"}
+  fi
   # shellcheck disable=SC2086
-  nvcc $flags ${spec#*=} -x cu -c "src/cuda/fa2_${kind}_sm90.cu" -o "$obj/v_$name.o" &
+  nvcc $flags $args -x cu -c "$src" -o "$obj/v_$name.o" &
 done
 wait
 for name in "${names[@]}"; do

@@ -10,11 +10,13 @@
 //   P^T  = exp2(S^T * scale * log2e - lse_i),  dS^T = P^T ∘ (dP^T - D_i)
 //   dV_j += P^T dO_i,  dK_j += dS^T Q_i         register-A wgmma (P^T, dS^T stay in registers)
 //   dQ_i += dS_ij K_j                           SS wgmma on the dS^T tile (smem), fp32 atomics
-// Loads are cp.async into the swizzled layout (Q_i / dO_i / lse_i / D_i double-buffered).
+// Q_i / dO_i arrive by TMA (thread 0 issues, one mbarrier per stage), lse_i / D_i by 4-byte
+// cp.async, all double-buffered; K_j / V_j by cp.async once. Tiles are 128-byte swizzled.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -23,8 +25,10 @@
 #include "cuda/fa2_bwd_sm90.h"
 #include "cuda/fa2_bwd_traits.h"
 #include "cuda/sm90_family.h"
+#include "cuda/tensor_map.h"
 #include "flashmin/cuda/copy.h"
 #include "flashmin/cuda/mma.h"
+#include "flashmin/cuda/tma.h"
 #include "flashmin/cuda/wgmma.h"
 #include "flashmin/dispatch.h"
 
@@ -36,8 +40,10 @@ using namespace bwd_detail;
 // kDq: dQ by atomics into dq_accum (false in deterministic mode, where a separate kernel does dQ).
 template <typename T, int kD, bool kDq>
 __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
-    fa2_bwd_dkdv_sm90_kernel(const AttnBwdParams p, const float* __restrict__ delta,
-                             const float* __restrict__ lse2, float* __restrict__ dq_accum) {
+    fa2_bwd_dkdv_sm90_kernel(const AttnBwdParams p, const __grid_constant__ CUtensorMap tm_q,
+                             const __grid_constant__ CUtensorMap tm_do,
+                             const float* __restrict__ delta, const float* __restrict__ lse2,
+                             float* __restrict__ dq_accum) {
   using Tr = Fa2BwdSm90Traits<kD>;
   constexpr int B_r = Tr::kBlockM, B_c = Tr::kBlockN, kThreads = Tr::kThreads;
   constexpr int kStages = Tr::kStages;
@@ -60,7 +66,8 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
   T* P_s = reinterpret_cast<T*>(reinterpret_cast<unsigned char*>(dS_s) + Tr::kTileS);  // P^T
   float* lse_s =
       reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(P_s) + (kSplitD ? Tr::kTileS : 0));
-  float* D_s = lse_s + 2 * B_r;  // lse_i, D_i : [2][B_r] each
+  float* D_s = lse_s + 2 * B_r;                                   // lse_i, D_i : [2][B_r] each
+  uint64_t* full_Q = reinterpret_cast<uint64_t*>(D_s + 2 * B_r);  // [kStages]: Q_i, dO_i landed
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int wg = warp / 4, wi = warp % 4;  // warpgroup, warp inside it
@@ -93,17 +100,21 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
   const int rot = kSplitD && n_iter > 0 ? j % n_iter : 0;
   auto pair_of = [&](int it) { return it + rot < n_iter ? it + rot : it + rot - n_iter; };
 
-  // cp.async of Q_i, dO_i, lse_i (log2 units), D_i of iteration `it` into stage it % 2.
-  // Padding rows: Q = dO = 0, lse = D = 0, so P = 1 there but every product they feed is 0.
+  // Q_i, dO_i (TMA, thread 0), lse_i (log2 units) and D_i (cp.async) of iteration `it` into
+  // stage it % 2. Padding rows: Q = dO = 0 (TMA zero fill), lse = D = 0, so P = 1 there but
+  // every product they feed is 0.
   auto load_q_block = [&](int it) {
     const int stage = it % kStages;
     const int h = h_k * G + pair_of(it) / n_i, i = i_begin + pair_of(it) % n_i;
-    const T* Q = static_cast<const T*>(p.q) + row_offset(p.q_strides, b, h, 0);
-    const T* dO = static_cast<const T*>(p.dout) + row_offset(p.dout_strides, b, h, 0);
-    cp_async_tile_sw128<B_r, kD, kThreads>(Q_s + stage * B_r * kD, Q, p.q_strides.seq, i * B_r, S_q,
-                                           d);
-    cp_async_tile_sw128<B_r, kD, kThreads>(dO_s + stage * B_r * kD, dO, p.dout_strides.seq, i * B_r,
-                                           S_q, d);
+    if (tid == 0) {
+      mbar_arrive_expect_tx(&full_Q[stage], 2 * Tr::kTileQ);
+#pragma unroll
+      for (int c = 0; c < kD / 64; ++c) {  // one box per 64 head-dim columns
+        const int elems = stage * B_r * kD + c * B_r * 64;
+        tma_load_4d(Q_s + elems, &tm_q, c * 64, i * B_r, h, static_cast<int>(b), &full_Q[stage]);
+        tma_load_4d(dO_s + elems, &tm_do, c * 64, i * B_r, h, static_cast<int>(b), &full_Q[stage]);
+      }
+    }
     for (int r = tid; r < B_r; r += kThreads) {
       const int q = i * B_r + r;
       const int64_t row = (b * p.heads_q + h) * S_q + (q < S_q ? q : 0);
@@ -118,6 +129,11 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
 #pragma unroll
   for (int n = 0; n < kDCols / 2; ++n) dK_acc[n] = dV_acc[n] = 0.f;
 
+  if (tid == 0) {
+#pragma unroll
+    for (int st = 0; st < kStages; ++st) mbar_init(&full_Q[st], 1);
+  }
+  __syncthreads();  // barriers initialised before any thread waits on them
   if (n_iter > 0) {
     const T* K = static_cast<const T*>(p.k) + row_offset(p.k_strides, b, h_k, 0);
     const T* V = static_cast<const T*>(p.v) + row_offset(p.v_strides, b, h_k, 0);
@@ -180,8 +196,9 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
     const int stage = it % kStages;
     float* dQ = kDq ? dq_accum + (b * p.heads_q + h) * static_cast<int64_t>(S_q) * kD : nullptr;
     cp_async_wait<0>();
-    fence_proxy_async();  // cp.async writes -> visible to wgmma
-    __syncthreads();      // tiles of `it` ready; every warp is done with iteration it-1
+    mbar_wait(&full_Q[stage], (it / kStages) & 1);  // Q_i, dO_i landed (TMA)
+    fence_proxy_async();  // cp.async writes (K_j, V_j) -> visible to wgmma
+    __syncthreads();      // lse_i, D_i ready; every warp is done with iteration it-1
     if (it + 1 < n_iter) load_q_block(it + 1);
     cp_async_commit();
 
@@ -341,25 +358,51 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
   }
 }
 
+// TMA tensor maps of Q and dO as (head_dim, positions, heads, batch) tensors, boxes of 64
+// columns x B_r rows. False when a layout cannot be described (the sm80 family runs instead).
+template <int kD>
+bool make_bwd_maps(const AttnBwdParams& p, CUtensorMap& tm_q, CUtensorMap& tm_do) {
+  const CUtensorMapDataType type = p.dtype == DType::kFloat16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+                                                              : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  const int64_t dims[4] = {p.head_dim, std::max<int64_t>(p.seqlen_q, 1), p.heads_q, p.batch};
+  const int64_t st_q[3] = {p.q_strides.seq * 2, p.q_strides.head * 2, p.q_strides.batch * 2};
+  const int64_t st_do[3] = {p.dout_strides.seq * 2, p.dout_strides.head * 2,
+                            p.dout_strides.batch * 2};
+  constexpr int B_r = Fa2BwdSm90Traits<kD>::kBlockM;
+  return make_tensor_map_4d(&tm_q, type, 2, p.q, dims, st_q, B_r,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_128B) &&
+         make_tensor_map_4d(&tm_do, type, 2, p.dout, dims, st_do, B_r,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_128B);
+}
+
 template <typename T, int kD>
 void launch_dkdv_sm90(const AttnBwdParams& p, const float* delta, const float* lse2,
                       float* dq_accum, cudaStream_t stream) {
   using Tr = Fa2BwdSm90Traits<kD>;
+  CUtensorMap tm_q, tm_do;
+  if (!make_bwd_maps<kD>(p, tm_q, tm_do))
+    throw std::runtime_error(
+        "fa2_bwd_dkdv_sm90: Q / dO layout has no TMA tensor map "
+        "(fa2_bwd_sm90_usable should have said so)");
   const dim3 grid(static_cast<unsigned>((p.seqlen_k + Tr::kBlockN - 1) / Tr::kBlockN),
                   static_cast<unsigned>(p.heads_kv), static_cast<unsigned>(p.batch));
   auto kernel = dq_accum != nullptr ? fa2_bwd_dkdv_sm90_kernel<T, kD, true>
                                     : fa2_bwd_dkdv_sm90_kernel<T, kD, false>;
   FM_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
-  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p, delta, lse2, dq_accum);
+  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p, tm_q, tm_do, delta, lse2, dq_accum);
   FM_CUDA_CHECK(cudaGetLastError());
 }
 
 }  // namespace
 
 bool fa2_bwd_sm90_usable(const AttnBwdParams& p) {
-  return FM_DISPATCH_HEAD_DIM(p.head_dim, kD, [] { return Fa2BwdSm90Traits<kD>::kSupported; }) &&
-         sm90_family_available();
+  return FM_DISPATCH_HEAD_DIM(p.head_dim, kD, [&] {
+    CUtensorMap tm_q, tm_do;
+    if constexpr (Fa2BwdSm90Traits<kD>::kSupported)
+      return sm90_family_available() && make_bwd_maps<kD>(p, tm_q, tm_do);
+    return false;
+  });
 }
 
 void fa2_bwd_dkdv_sm90(const AttnBwdParams& p, const float* delta, const float* lse2,

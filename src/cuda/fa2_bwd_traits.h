@@ -92,9 +92,9 @@ struct Fa2BwdSm90Traits {
   static constexpr int kTileKV = kBlockN * kD * 2;
   static constexpr int kTileQ = kBlockM * kD * 2;
   static constexpr int kTileS = kBlockN * kBlockM * 2;  // dS^T (and P^T when kSplitD)
-  static constexpr int kSmemBytes = 1024 /* alignment */ + 2 * kTileKV + 2 * kStages * kTileQ +
-                                    (kSplitD ? 2 : 1) * kTileS +
-                                    2 * 2 * kBlockM * 4 /* lse_i, D_i x 2 */;
+  static constexpr int kSmemBytes =
+      1024 /* alignment */ + 2 * kTileKV + 2 * kStages * kTileQ + (kSplitD ? 2 : 1) * kTileS +
+      2 * 2 * kBlockM * 4 /* lse_i, D_i x 2 */ + 8 * kStages /* mbarriers */;
 };
 
 }  // namespace flashmin::cuda
