@@ -29,10 +29,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
-#include <map>
-#include <mutex>
-#include <tuple>
 #include <type_traits>
 
 #include "cuda/cuda_api.h"
@@ -252,140 +248,6 @@ __device__ __forceinline__ void warp_pv(float (&O)[Tr::kHeadDim / 8][4], const f
 }
 
 // ---------------------------------------------------------------------------------------------
-// Shared by the split kernels: one key block through the TMA, and one block of the FA2 loop.
-// ---------------------------------------------------------------------------------------------
-
-// Where the sub-blocks of key block blk live (tensor-copy path). The block is cut into
-// sub-blocks of `sub_rows` keys (B_c, or the page size when pages are smaller) that each lie in
-// one page; a sub-block starting at or past L is skipped (its keys are masked), so only pages
-// the sequence uses are looked up. ok = false: a page index was out of range (not loaded).
-template <class Tr>
-struct KvBlockPlan {
-  static constexpr int kMaxSub = Tr::kBc / 16;  // page_size >= 16
-  int slot[kMaxSub], pos[kMaxSub];
-  uint32_t bytes;
-  bool ok;
-};
-
-template <class Tr>
-__device__ __forceinline__ KvBlockPlan<Tr> plan_kv_block(const DecodeParams& p, int64_t b,
-                                                         int64_t L, int64_t blk, int log2_page,
-                                                         int head_dim) {
-  constexpr int kBc = Tr::kBc;
-  KvBlockPlan<Tr> pl;
-  const int sub_rows = p.block_table ? int(min(int64_t(kBc), p.page_size)) : kBc;
-  const int n_sub = kBc / sub_rows;
-  const int d_boxes = (head_dim + Tr::kBoxCols - 1) / Tr::kBoxCols;  // boxes past D: skipped
-  pl.bytes = 0;
-  pl.ok = true;
-#pragma unroll
-  for (int i = 0; i < KvBlockPlan<Tr>::kMaxSub; ++i) {
-    pl.slot[i] = -1;
-    const int64_t key = blk * kBc + int64_t(i) * sub_rows;
-    if (i >= n_sub || key >= L) continue;
-    int64_t sl, ps;
-    if (locate_key(p, b, key, log2_page, &sl, &ps)) {
-      pl.slot[i] = int(sl);
-      pl.pos[i] = int(ps);
-      pl.bytes += 2u * uint32_t(d_boxes) * uint32_t(sub_rows) * 128u;
-    } else {
-      pl.ok = false;
-    }
-  }
-  return pl;
-}
-
-// K_j, V_j (B_c x kD each) of a planned block -> Ks, Vs: announce the bytes on `bar`, then
-// issue the tensor copies (one thread).
-template <class Tr, typename T>
-__device__ __forceinline__ void issue_kv_block(const KvBlockPlan<Tr>& pl, const DecodeParams& p,
-                                               int64_t hk, int head_dim, T* Ks, T* Vs,
-                                               uint64_t* bar, const CUtensorMap* tm_k,
-                                               const CUtensorMap* tm_v) {
-  const int sub_rows = p.block_table ? int(min(int64_t(Tr::kBc), p.page_size)) : Tr::kBc;
-  const int d_boxes = (head_dim + Tr::kBoxCols - 1) / Tr::kBoxCols;
-  mbar_arrive_expect_tx(bar, pl.bytes);
-#pragma unroll
-  for (int i = 0; i < KvBlockPlan<Tr>::kMaxSub; ++i) {
-    if (pl.slot[i] < 0) continue;
-    for (int db = 0; db < d_boxes; ++db) {
-      const int off = db * Tr::kBc * Tr::kBoxCols + i * sub_rows * Tr::kBoxCols;
-      tma_load_4d(Ks + off, tm_k, db * Tr::kBoxCols, pl.pos[i], int(hk), pl.slot[i], bar);
-      tma_load_4d(Vs + off, tm_v, db * Tr::kBoxCols, pl.pos[i], int(hk), pl.slot[i], bar);
-    }
-  }
-}
-
-// One warp's share of key block blk (K_j, V_j in Ks, Vs) for its 16 query rows (row r0.. of
-// Qs): the warps of a row tile take the 16-key chunks of the key range in turn (global chunk
-// index modulo warps_n), so blocks with fewer chunks than warps still keep all busy. (warps_n
-// is a power of 2; when kWarps divides the chunk count, every warp simply takes chunks
-// wn + k warps_n.) Updates the running O_i, m_i, l_i (log2 units).
-template <class Tr, typename T>
-__device__ __forceinline__ void attend_block(float (&O)[Tr::kHeadDim / 8][4], float (&m_i)[2],
-                                             float (&l_i)[2], const T* Qs, int r0, const T* Ks,
-                                             const T* Vs, int64_t blk, int64_t L,
-                                             int64_t causal_limit, const int64_t (&t_row)[2],
-                                             float scale_log2, int wn, int warps_n, int lane,
-                                             int head_dim, float* Pw) {
-  constexpr int kD = Tr::kHeadDim;
-  constexpr int kChunks = Tr::kBc / Tr::kKeyChunk;
-  int c0 = wn;
-  if constexpr (kChunks % Tr::kWarps != 0)
-    c0 = (wn - int((uint32_t(blk) * kChunks) & uint32_t(warps_n - 1))) & (warps_n - 1);
-  for (int c = c0; c < kChunks; c += warps_n) {
-    const int64_t key0 = blk * Tr::kBc + c * Tr::kKeyChunk;
-    if (key0 >= L) break;
-    // S_ij = Q_i K_j^T   (16 rows x 16 keys)
-    float S[2][4] = {};
-    warp_qk<Tr>(S, Qs, r0, Ks, c * Tr::kKeyChunk, lane, head_dim);
-
-    // Scale into the log2 domain; mask keys past each row's causal limit (and past L).
-    const bool need_mask = key0 + Tr::kKeyChunk - 1 > causal_limit;
-#pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        S[nt][e] *= scale_log2;
-        const int64_t key = key0 + nt * 8 + 2 * (lane % 4) + (e & 1);
-        if (need_mask && key > causal_limit + t_row[e >> 1]) S[nt][e] = -INFINITY;
-      }
-    }
-
-    // m_i = max(m_i, rowmax(S_ij)),  P_ij = exp2(S_ij - m_i),  l_i = e^(..) l_i + rowsum(P)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float mx = fmaxf(fmaxf(S[0][2 * h], S[0][2 * h + 1]), fmaxf(S[1][2 * h], S[1][2 * h + 1]));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float m_new = fmaxf(m_i[h], mx);
-      const float alpha = m_i[h] == -INFINITY ? 0.0f : fast_exp2(m_i[h] - m_new);
-      const float m_ref = m_new == -INFINITY ? 0.0f : m_new;  // fully masked row: P = 0
-      float row_sum = 0.0f;
-#pragma unroll
-      for (int nt = 0; nt < 2; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          S[nt][2 * h + e] = fast_exp2(S[nt][2 * h + e] - m_ref);
-          row_sum += S[nt][2 * h + e];
-        }
-      }
-      l_i[h] = l_i[h] * alpha + row_sum;
-      m_i[h] = m_new;
-#pragma unroll
-      for (int nd = 0; nd < kD / 8; ++nd) {
-        O[nd][2 * h] *= alpha;
-        O[nd][2 * h + 1] *= alpha;
-      }
-    }
-
-    // O_i += P_ij V_j
-    warp_pv<Tr>(O, S, Vs, c * Tr::kKeyChunk, lane, head_dim, Pw,
-                int(min(int64_t(Tr::kKeyChunk), L - key0)));
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
 // 1. Append k_new / v_new into the cache (one thread per 16-byte vector).
 // ---------------------------------------------------------------------------------------------
 template <typename T>
@@ -483,17 +345,48 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk>::kThreads)
   const T* v_cache = static_cast<const T*>(p.v_cache);
 
   // K_j, V_j (B_c x kD each) of key block blk -> stage.
-  // Tensor-copy path (called by the producer warp's lane 0 only): plan_kv_block / issue_kv_block.
-  // Keys in [L, sub-block end) are loaded as whatever the cache holds and neutralised by the
-  // mask (K) and warp_pv's kv_valid (V). cp.async path (every thread): keys >= L are
-  // zero-filled, not read.
+  // Tensor-copy path (called by the producer warp's lane 0 only): the block is cut into sub-blocks
+  // of `sub_rows` keys (B_c, or the page size when pages are smaller) that each lie in one page; a
+  // sub-block starting at or past L is skipped (its keys are masked), so only pages the sequence
+  // uses are looked up. Keys in [L, sub-block end) are loaded as whatever the cache holds and
+  // neutralised by the mask (K) and warp_pv's kv_valid (V). cp.async path (every thread): keys >= L
+  // are zero-filled, not read.
   auto load_kv = [&](int64_t blk, int stage) {
     T* Ks = KVs + stage * 2 * kBc * kD;
     T* Vs = Ks + kBc * kD;
     if constexpr (kBulk) {
-      const KvBlockPlan<Tr> pl = plan_kv_block<Tr>(p, b, L, blk, log2_page, head_dim);
-      bad |= !pl.ok;
-      issue_kv_block<Tr>(pl, p, hk, head_dim, Ks, Vs, &full_bar[stage], &tm_k, &tm_v);
+      constexpr int kMaxSub = kBc / 16;  // page_size >= 16
+      const int sub_rows = p.block_table ? int(min(int64_t(kBc), p.page_size)) : kBc;
+      const int n_sub = kBc / sub_rows;
+      const int d_boxes = (head_dim + Tr::kBoxCols - 1) / Tr::kBoxCols;  // boxes past D: skipped
+      int slot[kMaxSub], pos[kMaxSub];
+      uint32_t bytes = 0;
+#pragma unroll
+      for (int i = 0; i < kMaxSub; ++i) {
+        slot[i] = -1;
+        const int64_t key = blk * kBc + int64_t(i) * sub_rows;
+        if (i >= n_sub || key >= L) continue;
+        int64_t sl, ps;
+        if (locate_key(p, b, key, log2_page, &sl, &ps)) {
+          slot[i] = int(sl);
+          pos[i] = int(ps);
+          bytes += 2u * uint32_t(d_boxes) * uint32_t(sub_rows) * 128u;
+        } else {
+          bad = true;
+        }
+      }
+      mbar_arrive_expect_tx(&full_bar[stage], bytes);
+#pragma unroll
+      for (int i = 0; i < kMaxSub; ++i) {
+        if (slot[i] < 0) continue;
+        for (int db = 0; db < d_boxes; ++db) {
+          const int off = db * kBc * Tr::kBoxCols + i * sub_rows * Tr::kBoxCols;
+          tma_load_4d(Ks + off, &tm_k, db * Tr::kBoxCols, pos[i], int(hk), slot[i],
+                      &full_bar[stage]);
+          tma_load_4d(Vs + off, &tm_v, db * Tr::kBoxCols, pos[i], int(hk), slot[i],
+                      &full_bar[stage]);
+        }
+      }
     } else {
 #pragma unroll
       for (int it = 0; it < Tr::kVecsPerThread; ++it) {
@@ -605,8 +498,65 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk>::kThreads)
     const T* Ks = KVs + stage * 2 * kBc * kD;  // K_j: [B_c][kD]
     const T* Vs = Ks + kBc * kD;               // V_j: [B_c][kD]
     if (warp_has_rows) {
-      attend_block<Tr>(O, m_i, l_i, Qs, rt * Tr::kRowTile, Ks, Vs, blk, L, causal_limit, t_row,
-                       scale_log2, wn, warps_n, lane, head_dim, Pw);
+      // The warps of a row tile take the 16-key chunks of the key range in turn (global chunk
+      // index modulo warps_n), so blocks with fewer chunks than warps still keep all busy.
+      // (warps_n is a power of 2; when kWarps divides the chunk count, every warp simply takes
+      // chunks wn + k warps_n.)
+      constexpr int kChunks = kBc / Tr::kKeyChunk;
+      int c0 = wn;
+      if constexpr (kChunks % Tr::kWarps != 0)
+        c0 = (wn - int((uint32_t(blk) * kChunks) & uint32_t(warps_n - 1))) & (warps_n - 1);
+      for (int c = c0; c < kChunks; c += warps_n) {
+        const int64_t key0 = blk * kBc + c * Tr::kKeyChunk;
+        if (key0 >= L) break;
+        // S_ij = Q_i K_j^T   (16 rows x 16 keys)
+        float S[2][4] = {};
+        warp_qk<Tr>(S, Qs, rt * Tr::kRowTile, Ks, c * Tr::kKeyChunk, lane, head_dim);
+
+        // Scale into the log2 domain; mask keys past each row's causal limit (and past L).
+        const bool need_mask = key0 + Tr::kKeyChunk - 1 > causal_limit;
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            S[nt][e] *= scale_log2;
+            const int64_t key = key0 + nt * 8 + 2 * (lane % 4) + (e & 1);
+            if (need_mask && key > causal_limit + t_row[e >> 1]) S[nt][e] = -INFINITY;
+          }
+        }
+
+        // m_i = max(m_i, rowmax(S_ij)),  P_ij = exp2(S_ij - m_i),  l_i = e^(..) l_i + rowsum(P)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          float mx =
+              fmaxf(fmaxf(S[0][2 * h], S[0][2 * h + 1]), fmaxf(S[1][2 * h], S[1][2 * h + 1]));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+          const float m_new = fmaxf(m_i[h], mx);
+          const float alpha = m_i[h] == -INFINITY ? 0.0f : fast_exp2(m_i[h] - m_new);
+          const float m_ref = m_new == -INFINITY ? 0.0f : m_new;  // fully masked row: P = 0
+          float row_sum = 0.0f;
+#pragma unroll
+          for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              S[nt][2 * h + e] = fast_exp2(S[nt][2 * h + e] - m_ref);
+              row_sum += S[nt][2 * h + e];
+            }
+          }
+          l_i[h] = l_i[h] * alpha + row_sum;
+          m_i[h] = m_new;
+#pragma unroll
+          for (int nd = 0; nd < kD / 8; ++nd) {
+            O[nd][2 * h] *= alpha;
+            O[nd][2 * h + 1] *= alpha;
+          }
+        }
+
+        // O_i += P_ij V_j
+        warp_pv<Tr>(O, S, Vs, c * Tr::kKeyChunk, lane, head_dim, Pw,
+                    int(min(int64_t(Tr::kKeyChunk), L - key0)));
+      }
     }
     if constexpr (kBulk) {
       __syncwarp();  // the whole warp is done reading this stage: release it to the producer
@@ -684,326 +634,6 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk>::kThreads)
 }
 
 // ---------------------------------------------------------------------------------------------
-// 2b. Dynamic split-KV attention (sm_90 tensor copies, <= 16 query rows per KV head).
-//     With a static split, CTAs that share the chip get unequal bandwidth (measured: equal work
-//     takes 194-263 us at B=32 L=8k), so the last part of the kernel runs on part of the chip.
-//     Here a persistent grid (one CTA per resident slot) takes work units from a counter:
-//     unit u = (piece s = u / C, column c = u % C) with column = (b, h_k); piece s of a column
-//     with n key blocks is [cum[s] n / n_max, cum[s+1] n / n_max) (the host's schedule: pieces
-//     shrink towards the end, so the last units are short and fast CTAs take more of them).
-//     Every unit writes a normalised partial (O_s, lse_s) into split slot s for the combine.
-//
-//     Producer warp: claims units (its CTA's first unit is blockIdx.x, the rest come from the
-//     counter), copies Q_i of the unit's column into a ring of kQBufs tiles (a tile is reused
-//     once every compute warp has released it: "Q free" mbarrier per tile), and issues the
-//     unit's K_j, V_j blocks into the stage ring. Each stage carries a note (StageInfo: unit,
-//     block, L, first/last/bad flags, Q tile) written before the stage's "full" arrival, so the
-//     producer runs ahead into the next unit while the compute warps finish the current one.
-//     Stage and Q-tile counters run over the whole persistent loop (phase parity = count /
-//     ring size), never restarting per unit. When the counter runs out, a note with unit = -1
-//     (a plain arrival, no bytes) ends the compute warps. Empty units (no keys: L_b = 0, a piece
-//     past the sequence's length, an invalid length) never reach the compute warps: the
-//     producer writes lse_s = -inf (NaN for an invalid length) itself.
-//
-//     Compute warps: the FA2 loop of the static kernel over every stage in order; after a
-//     unit's last block, warps 1..3 put (O, m, l) into merge slots and warp 0 writes the
-//     merged, normalised O_s and lse_s (named barrier 1: compute warps only).
-// ---------------------------------------------------------------------------------------------
-struct StageInfo {
-  int64_t L;      // keys of the unit's sequence
-  int64_t blk;    // key block in the stage
-  int32_t unit;   // work unit (< 0: no more work)
-  int32_t flags;  // kInfoFirst | kInfoLast | kInfoBad | Q tile << kInfoQShift
-};
-constexpr int kInfoFirst = 1, kInfoLast = 2, kInfoBad = 4, kInfoQShift = 4;
-
-// Work units of the dynamic kernel (built on the host, passed by value).
-struct DynSchedule {
-  int32_t pieces;   // P: pieces per column = split slots of the combine
-  int32_t columns;  // C = B * H_k
-  int32_t units;    // C * P
-  int32_t n_max;    // key blocks of the longest possible sequence; cum[] counts in these
-  int32_t cum[kDecodeMaxSplits + 1];
-};
-
-__device__ __forceinline__ void compute_warps_sync(int threads) {
-  asm volatile("bar.sync 1, %0;\n" ::"r"(threads) : "memory");
-}
-
-__global__ void decode_dynamic_reset_kernel(int* next_unit) {
-  *next_unit = 0;
-  pdl_launch_dependents();
-}
-
-template <typename T, int kD>
-__global__ void __launch_bounds__(DecodeTraits<T, kD, true>::kThreads)
-    decode_dynamic_kernel(const DecodeParams p, const __grid_constant__ DynSchedule sched,
-                          float* o_part, float* lse_part, int* next_unit,
-                          const __grid_constant__ CUtensorMap tm_k,
-                          const __grid_constant__ CUtensorMap tm_v) {
-#if FM_DECODE_SM90
-  using Tr = DecodeTraits<T, kD, true>;
-  constexpr int kBc = Tr::kBc;
-  constexpr int kStages = Tr::kStages;
-  constexpr int kQBufs = Tr::kQBufs;
-  constexpr int kRows = Tr::kRowTile;  // one row tile: rows <= 16
-  static_assert(Tr::kProducerWarp, "the dynamic kernel needs the producer warp");
-  extern __shared__ __align__(128) unsigned char smem_raw[];
-
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  pdl_launch_dependents();  // the combine may start its prologue
-
-  const int64_t group = p.heads_q / p.heads_kv;
-  const int64_t S_q = p.seqlen_q;
-  const int rows = int(group * S_q);
-  const int head_dim = int(p.head_dim);
-  const int64_t total_rows = p.batch * p.heads_q * S_q;
-  const int log2_page = p.block_table ? __ffsll(p.page_size) - 1 : 0;
-
-  // ---- Shared memory (base 1024-byte aligned for the swizzle): stages x (K_j, V_j) | Q_i ring
-  //      [kQBufs][16][kD] | merge slots [3][kMergeRows][kMergeStride] fp32 | m, l [warps][16] |
-  //      P (fp32 only) | StageInfo [stages] | full, empty [stages], Q free [kQBufs] mbarriers.
-  unsigned char* smem = smem_raw;
-  smem += (Tr::kSmemAlign - (smem_addr(smem_raw) & (Tr::kSmemAlign - 1))) & (Tr::kSmemAlign - 1);
-  T* KVs = reinterpret_cast<T*>(smem);
-  T* Qbuf = KVs + kStages * 2 * kBc * kD;
-  float* Mslots = reinterpret_cast<float*>(Qbuf + kQBufs * kRows * kD);
-  float* Ms = Mslots + (Tr::kWarps - 1) * Tr::kMergeRows * Tr::kMergeStride;  // [warps][16]
-  float* Ls = Ms + Tr::kWarps * kRows;                                        // [warps][16]
-  float* Pw = Ls + Tr::kWarps * kRows;  // fp32 path: [warps][16][16]
-  StageInfo* info = reinterpret_cast<StageInfo*>(
-      Pw + (std::is_same_v<T, float> ? Tr::kWarps * kRows * Tr::kKeyChunk : 0));
-  uint64_t* full_bar = reinterpret_cast<uint64_t*>(info + kStages);
-  uint64_t* empty_bar = full_bar + kStages;
-  uint64_t* qfree_bar = empty_bar + kStages;
-
-  // ---- Setup: mbarriers; Q_i tiles zeroed once (padding rows and columns stay zero: the
-  //      producer only ever writes the real ones).
-  if (warp == Tr::kWarps && lane == 0) {
-    for (int s = 0; s < kStages; ++s) {
-      mbar_init(&full_bar[s], 1);
-      mbar_init(&empty_bar[s], Tr::kWarps);
-    }
-    for (int s = 0; s < kQBufs; ++s) mbar_init(&qfree_bar[s], Tr::kWarps);
-  }
-  for (int i = tid; i < kQBufs * kRows * kD * int(sizeof(T)) / 16; i += Tr::kThreads)
-    reinterpret_cast<uint4*>(Qbuf)[i] = make_uint4(0u, 0u, 0u, 0u);
-  __syncthreads();
-
-  if (warp == Tr::kWarps) {
-    // =========================== Producer warp ===========================
-    // Q_i is copied in chunks of 8 16-byte vectors per lane (256 per warp: all 16 rows of a
-    // 16-bit D <= 128 tile); the first chunk is loaded before the length check so its latency
-    // overlaps the length read.
-    constexpr int kQChunk = 8;
-    const T* q = static_cast<const T*>(p.q);
-    int it = 0;  // key blocks issued so far: stage it % kStages, phase it / kStages
-    int k = 0;   // units with keys so far: Q_i tile k % kQBufs, phase k / kQBufs
-    bool waited = false;
-    auto claim = [&]() {  // lane 0: the next unit (after the reset kernel's counter = 0)
-      if (!waited) pdl_wait_primary();
-      waited = true;
-      return int(gridDim.x) + atomicAdd(next_unit, 1);
-    };
-    const int q_vecs = rows * Tr::kVecsPerRow;
-    int unit = blockIdx.x;
-    while (unit < sched.units) {
-      const int s = unit / sched.columns, col = unit % sched.columns;
-      const int64_t b = col / p.heads_kv, hk = col % p.heads_kv;
-      const int64_t row0 = (b * p.heads_q + hk * group) * S_q;  // the column's rows, consecutive
-      uint4 qv[kQChunk];
-      auto load_q = [&](int base) {  // vectors base + lane + 32 j of Q_i -> registers
-#pragma unroll
-        for (int j = 0; j < kQChunk; ++j) {
-          const int i = base + lane + 32 * j, r = i / Tr::kVecsPerRow, v = i % Tr::kVecsPerRow;
-          if (i < q_vecs && v * Tr::kVec < head_dim)
-            qv[j] = __ldg(reinterpret_cast<const uint4*>(
-                q + offset(p.q_strides, b, hk * group + r / S_q, r % S_q) + v * Tr::kVec));
-        }
-      };
-      auto store_q = [&](T* Qs, int base) {  // padding rows and columns stay zero
-#pragma unroll
-        for (int j = 0; j < kQChunk; ++j) {
-          const int i = base + lane + 32 * j, r = i / Tr::kVecsPerRow, v = i % Tr::kVecsPerRow;
-          if (i < q_vecs && v * Tr::kVec < head_dim)
-            *reinterpret_cast<uint4*>(Qs + q_off<Tr>(r, v)) = qv[j];
-        }
-      };
-      load_q(0);
-      const SeqLen seq = seq_len(p, b);
-      const int64_t n = (seq.L + kBc - 1) / kBc;
-      const int64_t blk_begin = int64_t(sched.cum[s]) * n / sched.n_max;
-      const int64_t blk_end = int64_t(sched.cum[s + 1]) * n / sched.n_max;
-      int next = 0;
-      if (blk_begin >= blk_end) {
-        // No keys: lse_s = -inf (NaN: invalid length); the combine never reads this O_s.
-        if (lane < rows) lse_part[s * total_rows + row0 + lane] = seq.valid ? -INFINITY : NAN;
-        if (lane == 0) next = claim();
-        unit = __shfl_sync(0xffffffffu, next, 0);
-        continue;
-      }
-      // Q_i -> tile qb once every compute warp has released the unit that used it last.
-      const int qb = k % kQBufs;
-      if (k >= kQBufs) mbar_wait(&qfree_bar[qb], ((k / kQBufs) - 1) & 1);
-      T* Qs = Qbuf + qb * kRows * kD;
-      store_q(Qs, 0);
-      for (int base = 32 * kQChunk; base < q_vecs; base += 32 * kQChunk) {
-        load_q(base);
-        store_q(Qs, base);
-      }
-      __threadfence_block();  // the tile is visible before lane 0's "full" arrival below
-      __syncwarp();
-      for (int64_t blk = blk_begin; blk < blk_end; ++blk, ++it) {
-        const int stage = it % kStages;
-        const bool last = blk + 1 == blk_end;
-        if (last && lane == 0) next = claim();  // in flight while we wait for the stage
-        if (it >= kStages) mbar_wait(&empty_bar[stage], ((it / kStages) - 1) & 1);
-        if (lane == 0) {
-          const KvBlockPlan<Tr> pl = plan_kv_block<Tr>(p, b, seq.L, blk, log2_page, head_dim);
-          StageInfo si;
-          si.L = seq.L;
-          si.blk = blk;
-          si.unit = unit;
-          si.flags = (blk == blk_begin ? kInfoFirst : 0) | (last ? kInfoLast : 0) |
-                     (pl.ok ? 0 : kInfoBad) | (qb << kInfoQShift);
-          info[stage] = si;  // published by the "full" arrival (release) in issue_kv_block
-          T* Ks = KVs + stage * 2 * kBc * kD;
-          issue_kv_block<Tr>(pl, p, hk, head_dim, Ks, Ks + kBc * kD, &full_bar[stage], &tm_k,
-                             &tm_v);
-        }
-        __syncwarp();
-      }
-      ++k;
-      unit = __shfl_sync(0xffffffffu, next, 0);
-    }
-    // No more units: a note with unit = -1 (no bytes) ends the compute warps.
-    const int stage = it % kStages;
-    if (it >= kStages) mbar_wait(&empty_bar[stage], ((it / kStages) - 1) & 1);
-    if (lane == 0) {
-      info[stage].unit = -1;
-      mbar_arrive(&full_bar[stage]);
-    }
-    return;
-  }
-
-  // =========================== Compute warps ===========================
-  // Running state of this warp's share of the unit: O_i (16 x D), m_i, l_i (log2 units).
-  float O[kD / 8][4] = {};  // (reset again at every unit's first block)
-  float m_i[2] = {-INFINITY, -INFINITY};
-  float l_i[2] = {0.0f, 0.0f};
-  const int g = lane / 4, q4 = lane % 4;
-  const int64_t t_row[2] = {g % S_q, (g + 8) % S_q};
-  const float scale_log2 = p.scale * kLog2e;
-  float* Pw_warp = Pw + warp * kRows * Tr::kKeyChunk;
-  int64_t L = 0, causal_limit = 0;
-  const T* Qs = Qbuf;
-  int qb = 0;
-  bool bad = false;
-  for (int it = 0;; ++it) {
-    const int stage = it % kStages;
-    mbar_wait(&full_bar[stage], (it / kStages) & 1);  // block (or the end note) has landed
-    const StageInfo si = info[stage];
-    if (si.unit < 0) break;
-    if (si.flags & kInfoFirst) {
-#pragma unroll
-      for (int nd = 0; nd < kD / 8; ++nd) O[nd][0] = O[nd][1] = O[nd][2] = O[nd][3] = 0.0f;
-      m_i[0] = m_i[1] = -INFINITY;
-      l_i[0] = l_i[1] = 0.0f;
-      L = si.L;
-      causal_limit = L - S_q;  // query t sees key j iff j <= causal_limit + t
-      qb = si.flags >> kInfoQShift;
-      Qs = Qbuf + qb * kRows * kD;
-      bad = false;
-    }
-    bad |= (si.flags & kInfoBad) != 0;
-
-    const T* Ks = KVs + stage * 2 * kBc * kD;  // K_j: [B_c][kD]
-    const T* Vs = Ks + kBc * kD;               // V_j: [B_c][kD]
-    attend_block<Tr>(O, m_i, l_i, Qs, 0, Ks, Vs, si.blk, L, causal_limit, t_row, scale_log2, warp,
-                     Tr::kWarps, lane, head_dim, Pw_warp);
-    __syncwarp();  // the whole warp is done reading this stage: release it to the producer
-    if (lane == 0) mbar_arrive(&empty_bar[stage]);
-    if (!(si.flags & kInfoLast)) continue;
-    if (lane == 0) mbar_arrive(&qfree_bar[qb]);  // Q_i is not read again for this unit
-
-    // ---- Unit epilogue: merge the 4 warps' (O, m, l), write O_s = O / l and lse_s.
-    const int s = si.unit / sched.columns, col = si.unit % sched.columns;
-    const int64_t b = col / p.heads_kv, hk = col % p.heads_kv;
-    const int64_t row0 = (b * p.heads_q + hk * group) * S_q;
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      l_i[h] += __shfl_xor_sync(0xffffffffu, l_i[h], 1);
-      l_i[h] += __shfl_xor_sync(0xffffffffu, l_i[h], 2);
-    }
-    if (warp > 0 && q4 == 0) {
-      Ms[warp * kRows + g] = m_i[0];
-      Ms[warp * kRows + g + 8] = m_i[1];
-      Ls[warp * kRows + g] = l_i[0];
-      Ls[warp * kRows + g + 8] = l_i[1];
-    }
-    // Passes of kMergeRows rows: rows r0 = 8 h + g0 .. are fragment half h, lanes g in
-    // [g0, g0 + kMergeRows). (Unrolled: O is indexed by h at compile time.)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-#pragma unroll
-      for (int g0 = 0; g0 < 8; g0 += Tr::kMergeRows) {
-        const int r0 = 8 * h + g0;
-        if (r0 >= rows) break;
-        const int lr = g - g0;  // this lane's row within the pass
-        const bool mine = lr >= 0 && lr < Tr::kMergeRows && r0 + lr < rows;
-        if (warp > 0 && mine) {
-          float* slot = Mslots + ((warp - 1) * Tr::kMergeRows + lr) * Tr::kMergeStride + 2 * q4;
-#pragma unroll
-          for (int nd = 0; nd < kD / 8; ++nd) {
-            if (nd * 8 >= head_dim) break;
-            *reinterpret_cast<float2*>(slot + nd * 8) = make_float2(O[nd][2 * h], O[nd][2 * h + 1]);
-          }
-        }
-        compute_warps_sync(Tr::kWarps * 32);  // slots, m, l of warps 1..3 are written
-        if (warp == 0 && mine) {
-          const int r = r0 + lr;
-          // m = max_w m_w, l = sum_w 2^(m_w - m) l_w, O = sum_w 2^(m_w - m) O_w / l
-          float m = m_i[h];
-#pragma unroll
-          for (int w = 1; w < Tr::kWarps; ++w) m = fmaxf(m, Ms[w * kRows + r]);
-          float sc[Tr::kWarps];
-          float l = 0.0f;
-#pragma unroll
-          for (int w = 0; w < Tr::kWarps; ++w) {
-            const float m_w = w == 0 ? m_i[h] : Ms[w * kRows + r];
-            sc[w] = m_w == -INFINITY ? 0.0f : exp2f(m_w - m);
-            l += sc[w] * (w == 0 ? l_i[h] : Ls[w * kRows + r]);
-          }
-          const float inv_l = l > 0.0f ? 1.0f / l : 0.0f;  // no visible key: O_s = 0
-#pragma unroll
-          for (int w = 0; w < Tr::kWarps; ++w) sc[w] *= inv_l;
-          const int64_t row = s * total_rows + row0 + r;
-          float* dst = o_part + row * p.head_dim + 2 * q4;
-#pragma unroll
-          for (int nd = 0; nd < kD / 8; ++nd) {
-            if (nd * 8 >= head_dim) break;
-            float2 o = make_float2(sc[0] * O[nd][2 * h], sc[0] * O[nd][2 * h + 1]);
-#pragma unroll
-            for (int w = 1; w < Tr::kWarps; ++w) {
-              const float2 x = *reinterpret_cast<const float2*>(
-                  Mslots + ((w - 1) * Tr::kMergeRows + lr) * Tr::kMergeStride + 2 * q4 + nd * 8);
-              o.x += sc[w] * x.x;
-              o.y += sc[w] * x.y;
-            }
-            *reinterpret_cast<float2*>(dst + nd * 8) = o;
-          }
-          if (q4 == 0) lse_part[row] = bad ? NAN : (l > 0.0f ? m * kLn2 + logf(l) : -INFINITY);
-        }
-        compute_warps_sync(Tr::kWarps * 32);  // warp 0 is done with the slots, m and l
-      }
-    }
-  }
-#else
-  __trap();  // sm_90 only (never launched below)
-#endif
-}
-
-// ---------------------------------------------------------------------------------------------
 // 3. Combine: one CTA per query row (b, h, t). O = sum_s w_s O_s with w_s = exp(lse_s - lse).
 //    Threads = (split group) x (float4 column); a NaN lse_s (invalid sequence) poisons the row.
 // ---------------------------------------------------------------------------------------------
@@ -1060,28 +690,15 @@ __global__ void __launch_bounds__(kCombineThreads)
   const int grp = tid / vec4, d4 = tid % vec4;
   float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   if (grp < groups) {
-    // kBatch splits per step, their loads independent (in flight together: many splits
-    // would otherwise cost one L2 round trip each).
-    constexpr int kBatch = 4;
-    for (int s0 = grp; s0 < num_splits; s0 += kBatch * groups) {
-      float w[kBatch];
-      float4 o[kBatch];
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) {
-        const int s = s0 + j * groups;
-        const float x = s < num_splits ? lse_s[s] : -INFINITY;
-        // Empty split (or NaN): weight 0, O_s never read.
-        w[j] = x > -INFINITY ? expf(x - st.m) * inv_l : 0.0f;
-        o[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (w[j] != 0.0f) o[j] = ld4(o_part + (s * total_rows + row_id) * p.head_dim + d4 * 4);
-      }
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) {
-        acc.x += w[j] * o[j].x;
-        acc.y += w[j] * o[j].y;
-        acc.z += w[j] * o[j].z;
-        acc.w += w[j] * o[j].w;
-      }
+    for (int s = grp; s < num_splits; s += groups) {
+      const float x = lse_s[s];
+      if (!(x > -INFINITY)) continue;  // empty split (or NaN): weight 0, O_s never read
+      const float w = expf(x - st.m) * inv_l;
+      const float4 o = ld4(o_part + (s * total_rows + row_id) * p.head_dim + d4 * 4);
+      acc.x += w * o.x;
+      acc.y += w * o.y;
+      acc.z += w * o.z;
+      acc.w += w * o.w;
     }
   }
   red_o[tid] = acc;
@@ -1200,141 +817,6 @@ Layout layout(const DecodeParams& p) {
   return l;
 }
 
-// ---- Dynamic work assignment (see decode_dynamic_kernel).
-int g_dynamic = -1;  // -1: FM_DECODE_DYNAMIC from the environment on first use
-int g_dyn_kappa_percent = 100;
-int g_dyn_grain = 2;
-int g_dyn_max_ctas = 0;  // test hook: cap on the persistent grid (0: none)
-DecodeLaunchInfo g_last_launch;
-
-int dynamic_mode() {
-  if (g_dynamic < 0) {
-    const char* env = std::getenv("FM_DECODE_DYNAMIC");
-    g_dynamic = (env != nullptr && *env != 0) ? std::atoi(env) : kDecodeDynamicDefault;
-  }
-  return g_dynamic;
-}
-
-// CTAs of `kernel` resident per SM with `smem` bytes of dynamic shared memory (0: query failed).
-// Cached per (kernel, smem, device): decode_plan runs on every call.
-template <class Kernel>
-int resident_ctas(Kernel* kernel, int threads, int64_t smem) {
-  static std::mutex mu;
-  static std::map<std::tuple<const void*, int64_t, int>, int> cache;
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) device = -1;
-  const auto key = std::make_tuple(reinterpret_cast<const void*>(kernel), smem, device);
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    const auto hit = cache.find(key);
-    if (hit != cache.end()) return hit->second;
-  }
-  int blocks = 0;
-  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) !=
-          cudaSuccess ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, size_t(smem)) !=
-          cudaSuccess) {
-    blocks = 0;
-  }
-  (void)cudaGetLastError();
-  std::lock_guard<std::mutex> lock(mu);
-  if (blocks > 0) cache[key] = blocks;
-  return blocks;
-}
-
-// Guided self-scheduling in whole pieces: piece s of every column gets
-// max(grain, R / (kappa * slots + C)) of the n_max blocks, R = blocks not yet assigned over all
-// columns. "+ C": the C units of a piece are all claimed before the next piece starts, so the
-// last unit of a piece still leaves >= kappa units' worth of work per slot. Pieces are at least
-// n_max / 200 blocks (<= 201 pieces; the combine takes <= 256).
-DynSchedule guided_schedule(int64_t C, int64_t slots, int64_t n_max) {
-  DynSchedule sc{};
-  sc.columns = int32_t(C);
-  sc.n_max = int32_t(n_max);
-  const int64_t min_piece = std::max<int64_t>(g_dyn_grain, ceil_div(n_max, 200));
-  const double denom = double(g_dyn_kappa_percent) / 100.0 * double(slots) + double(C);
-  int64_t pos = 0, remaining = C * n_max;
-  int P = 0;
-  sc.cum[0] = 0;
-  while (pos < n_max) {
-    int64_t u = std::max<int64_t>(min_piece, int64_t(double(remaining) / denom));
-    u = std::min(u, n_max - pos);
-    if (P == kDecodeMaxSplits - 1) u = n_max - pos;
-    pos += u;
-    remaining -= C * u;
-    sc.cum[++P] = int32_t(pos);
-  }
-  sc.pieces = P;
-  sc.units = int32_t(C * P);
-  return sc;
-}
-
-// P equal pieces (test mode 2 with an explicit split count).
-DynSchedule uniform_schedule(int64_t C, int64_t P, int64_t n_max) {
-  DynSchedule sc{};
-  sc.columns = int32_t(C);
-  sc.n_max = int32_t(n_max);
-  sc.pieces = int32_t(P);
-  sc.units = int32_t(C * P);
-  for (int64_t s = 0; s <= P; ++s) sc.cum[s] = int32_t(s * n_max / P);
-  return sc;
-}
-
-struct DynChoice {
-  bool use = false;
-  int64_t slots = 0;  // persistent grid: resident CTAs on the whole GPU
-  DynSchedule sched{};
-};
-
-// Whether the dynamic kernel takes this call, and with which schedule. requested = p.num_splits
-// (0: the heuristic's choice). Conditions: mode on, tensor copies, <= 16 query rows per KV head,
-// as many resident CTAs per SM as the static kernel, and (mode 1) at least 2 blocks per slot
-// and 2 pieces; an explicit split count must equal the schedule's (mode 2: any count).
-template <typename T, int kD>
-DynChoice dynamic_choice(const DecodeParams& p, int num_sms, int64_t requested) {
-  using Tr = DecodeTraits<T, kD, true>;
-  DynChoice c;
-  const int mode = dynamic_mode();
-  if (mode == 0) return c;
-  const int64_t rows = p.group_size() * p.seqlen_q;
-  const int64_t n_max = ceil_div(p.max_seqlen_k, Tr::kBc);
-  const int64_t C = p.batch * p.heads_kv;
-  if (rows < 1 || rows > Tr::kRowTile || n_max < 1 || n_max >= (int64_t(1) << 30) ||
-      C * kDecodeMaxSplits >= (int64_t(1) << 31) || requested > kDecodeMaxSplits)
-    return c;
-  const int per_sm =
-      resident_ctas(decode_dynamic_kernel<T, kD>, Tr::kThreads, Tr::dyn_smem_bytes());
-  const int per_sm_static =
-      resident_ctas(decode_split_kernel<T, kD, true>, Tr::kThreads, Tr::smem_bytes(rows));
-  if (per_sm < 1 || per_sm < per_sm_static) return c;
-  c.slots = int64_t(std::max(num_sms, 1)) * per_sm;
-  const DynSchedule guided = guided_schedule(C, c.slots, n_max);
-  if (mode == 1) {
-    if (C * n_max < 2 * c.slots || guided.pieces < 2) return c;
-    if (requested != 0 && requested != guided.pieces) return c;
-    c.sched = guided;
-  } else {
-    c.sched = (requested == 0 || requested == guided.pieces)
-                  ? guided
-                  : uniform_schedule(C, requested, n_max);
-  }
-  c.use = true;
-  return c;
-}
-
-// Workspace of the dynamic path: P partials (O_s, lse_s) and the unit counter.
-int64_t dynamic_workspace_bytes(const DecodeParams& p, int64_t pieces) {
-  const int64_t total_rows = p.batch * p.heads_q * p.seqlen_q;
-  return ceil_div(pieces * total_rows * (p.head_dim + 1) * int64_t(sizeof(float)), 16) * 16 + 16;
-}
-
-int current_sm_count() {
-  int device = 0, sms = 0;
-  FM_CUDA_CHECK(cudaGetDevice(&device));
-  FM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  return sms;
-}
-
 }  // namespace
 
 void decode_set_tuning(DecodeCopyMode mode, bool allow_pdl) {
@@ -1344,43 +826,29 @@ void decode_set_tuning(DecodeCopyMode mode, bool allow_pdl) {
 
 void decode_set_tma_l2_promotion(int bytes) { g_l2_promotion = bytes; }
 
-void decode_set_dynamic(int mode, int max_ctas) {
-  g_dynamic = mode;
-  g_dyn_max_ctas = max_ctas;
-}
-
-DecodeLaunchInfo decode_last_launch() { return g_last_launch; }
-
-void decode_set_dynamic_schedule(int kappa_percent, int grain_blocks) {
-  g_dyn_kappa_percent = std::max(kappa_percent, 1);
-  g_dyn_grain = std::max(grain_blocks, 1);
-}
-
 int64_t decode_plan(DecodeParams& p, int num_sms) {
-  int64_t row_chunks = 1, per_sm = 1, dyn_pieces = 0;
+  int64_t row_chunks = 1, per_sm = 1;
   const bool bulk = use_bulk_copy(device_is_hopper_or_newer());
   dispatch_decode(p.dtype, p.head_dim, bulk, [&](auto cfg) {
     using T = typename decltype(cfg)::Type;
     using Tr = typename decltype(cfg)::Traits;
     const Layout l = layout<Tr>(p);
-    if constexpr (Tr::kBulk) {
-      // Dynamic work assignment where it applies (its schedule sets the split count).
-      const DynChoice dyn = dynamic_choice<T, Tr::kHeadDim>(p, num_sms, p.num_splits);
-      if (dyn.use) dyn_pieces = dyn.sched.pieces;
-    }
     row_chunks = l.row_chunks;
     // Resident CTAs per SM: the runtime's occupancy query (shared memory, registers and their
     // per-warp allocation granularity); an estimate from shared memory alone if it fails.
     const int64_t smem = Tr::smem_bytes(l.rows_cta);
     per_sm = std::clamp<int64_t>((228 * 1024) / (smem + 1024), 1, 16);
-    const int blocks =
-        resident_ctas(decode_split_kernel<T, Tr::kHeadDim, Tr::kBulk>, Tr::kThreads, smem);
-    if (blocks > 0) per_sm = blocks;
+    auto* kernel = decode_split_kernel<T, Tr::kHeadDim, Tr::kBulk>;
+    int blocks = 0;
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) ==
+            cudaSuccess &&
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, Tr::kThreads,
+                                                      size_t(smem)) == cudaSuccess &&
+        blocks > 0) {
+      per_sm = blocks;
+    }
+    (void)cudaGetLastError();
   });
-  if (dyn_pieces > 0) {
-    p.num_splits = dyn_pieces;
-    return dynamic_workspace_bytes(p, dyn_pieces);
-  }
   if (p.num_splits == 0) {
     // Split the keys only when the (b, h_k, row chunk) CTAs fill less than ~a wave. Then pick
     // the fewest splits whose last wave is nearly full: efficiency(s) = waves / ceil(waves)
@@ -1457,8 +925,14 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
             make_cache_map<T>(&tm_k, p.k_cache, p.k_cache_strides, p, box_rows) &&
             make_cache_map<T>(&tm_v, p.v_cache, p.v_cache_strides, p, box_rows);
     }
+    if (tma) {
+      launch(Config<T, Tr::kHeadDim, true>{}, tm_k, tm_v);
+    } else {
+      launch(Config<T, Tr::kHeadDim, false>{}, tm_k, tm_v);
+    }
+
     // 3. Combine the splits through their lse.
-    auto combine = [&](int64_t num_splits) {
+    if (splits > 1) {
       // Programmatic dependent launch (sm_90+): the combine is launched while the split kernel's
       // last wave runs and waits on griddepcontrol.wait, hiding the launch gap.
       cudaLaunchConfig_t cfg = {};
@@ -1473,57 +947,9 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
       cfg.numAttrs = (hopper && g_allow_pdl) ? 1 : 0;
       FM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, decode_combine_kernel<T>, static_cast<DecodeParams>(p),
                                        static_cast<const float*>(o_part),
-                                       static_cast<const float*>(lse_part), int(num_splits)));
+                                       static_cast<const float*>(lse_part), int(splits)));
       FM_CUDA_CHECK(cudaGetLastError());
-    };
-
-    if constexpr (Tr::kBulk) {
-      if (tma) {
-        const DynChoice dyn = dynamic_choice<T, Tr::kHeadDim>(p, current_sm_count(), splits);
-        const int64_t pieces = dyn.sched.pieces;
-        if (dyn.use && p.workspace_bytes >= dynamic_workspace_bytes(p, pieces)) {
-          // Dynamic work assignment: reset the unit counter (a kernel, so that the persistent
-          // kernel can be launched early with PDL and wait for it only before its first claim),
-          // then one CTA per resident slot, then the combine of the P pieces.
-          using TrB = DecodeTraits<T, Tr::kHeadDim, true>;
-          o_part = static_cast<float*>(p.workspace);
-          lse_part = o_part + pieces * l.total_rows * p.head_dim;
-          int* next_unit = reinterpret_cast<int*>(static_cast<char*>(p.workspace) +
-                                                  dynamic_workspace_bytes(p, pieces) - 16);
-          decode_dynamic_reset_kernel<<<1, 1, 0, stream>>>(next_unit);
-          FM_CUDA_CHECK(cudaGetLastError());
-          auto* kernel = decode_dynamic_kernel<T, Tr::kHeadDim>;
-          const int64_t smem = TrB::dyn_smem_bytes();
-          FM_CUDA_CHECK(
-              cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-          cudaLaunchConfig_t cfg = {};
-          int64_t ctas = std::min<int64_t>(dyn.slots, dyn.sched.units);
-          if (g_dyn_max_ctas > 0) ctas = std::min<int64_t>(ctas, g_dyn_max_ctas);
-          cfg.gridDim = dim3(unsigned(ctas));
-          cfg.blockDim = dim3(TrB::kThreads);
-          cfg.dynamicSmemBytes = size_t(smem);
-          cfg.stream = stream;
-          cudaLaunchAttribute attr[1];
-          attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-          attr[0].val.programmaticStreamSerializationAllowed = 1;
-          cfg.attrs = attr;
-          cfg.numAttrs = g_allow_pdl ? 1 : 0;
-          FM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<DecodeParams>(p), dyn.sched,
-                                           o_part, lse_part, next_unit, tm_k, tm_v));
-          FM_CUDA_CHECK(cudaGetLastError());
-          g_last_launch = {true, int(ctas), int(pieces)};
-          combine(pieces);
-          return;
-        }
-      }
     }
-    g_last_launch = {false, int(grid.x * grid.y), int(splits)};
-    if (tma) {
-      launch(Config<T, Tr::kHeadDim, true>{}, tm_k, tm_v);
-    } else {
-      launch(Config<T, Tr::kHeadDim, false>{}, tm_k, tm_v);
-    }
-    if (splits > 1) combine(splits);
   });
 }
 

@@ -12,7 +12,6 @@
 #pragma once
 
 #include <cstdint>
-#include <type_traits>
 
 #include "flashmin/params.h"
 
@@ -92,28 +91,6 @@ struct DecodeTraits {
     return kSmemAlign + q_bytes(rows_cta) + int64_t(kStages) * kStageBytes + ml_bytes() +
            p_bytes() + barrier_bytes();
   }
-
-  // ---- Dynamic (persistent) tensor-copy kernel, <= 16 query rows per KV head: one row tile,
-  //      the 4 warps split every block's keys. Q_i is a ring of kQBufs tiles (the producer
-  //      fills the next unit's tile while the warps still read the current one); at the end of a
-  //      unit warps 1..3 hand their (O, m, l) to warp 0 through merge slots, kMergeRows rows
-  //      at a time (fp32, row stride = 8 mod 32 banks: conflict-free float2 stores).
-  static constexpr int kQBufs = 2;
-  static constexpr int kMergeRows = 4;
-  static constexpr int kMergeStride = kD + 8;
-  static constexpr int kStageInfoBytes = 24;  // StageInfo (decode.cu): L, blk, unit, flags
-  static constexpr int64_t merge_bytes() {
-    return int64_t(kWarps - 1) * kMergeRows * kMergeStride * 4;
-  }
-  // Stages | Q_i ring | merge slots | m, l | P (fp32 only) | stage notes | mbarriers
-  // (full + empty per stage, "Q_i free" per Q_i buffer).
-  static constexpr int64_t dyn_smem_bytes() {
-    return kSmemAlign + int64_t(kStages) * kStageBytes + kQBufs * q_bytes(kRowTile) +
-           merge_bytes() + ml_bytes() + (std::is_same_v<T, float> ? p_bytes() : 0) +
-           int64_t(kStages) * kStageInfoBytes + 8 * (2 * kStages + kQBufs);
-  }
-  static_assert(kMergeStride % 32 == 8, "merge slot rows start 8 banks apart");
-  static_assert(kMergeRows * 2 <= 8, "a merge pass takes rows of one half of the mma fragment");
 };
 
 // Splits never get fewer keys than this (the heuristic), so each split amortises its
@@ -130,27 +107,5 @@ void decode_set_tuning(DecodeCopyMode mode, bool allow_pdl);
 // Tuning / test hook: L2 promotion of the K/V tensor maps, in bytes (0, 64, 128 or 256; default
 // 256: the DRAM fetch covers a whole 256-byte row for a 128-byte box row).
 void decode_set_tma_l2_promotion(int bytes);
-
-// Dynamic work assignment (sm_90 tensor-copy path, <= 16 query rows per KV head): a persistent
-// grid of resident CTAs claims (column, piece) work units from a counter in the workspace;
-// pieces shrink towards the end (guided self-scheduling), so CTAs that stream faster take more
-// of them and all finish together. Every unit writes a partial (O_s, lse_s) for the combine.
-// Modes: 0 = off (static split, one CTA per (column, split)); 1 = on where it applies (the
-// split heuristic's choice; an explicit num_splits that differs from the schedule's piece
-// count keeps the static split); 2 = on for every split count (test: an explicit num_splits
-// becomes that many equal pieces). Default: FM_DECODE_DYNAMIC from the environment, else
-// kDecodeDynamicDefault. Schedule: piece size = max(grain, remaining / (kappa * slots +
-// columns)) key blocks (kappa in percent).
-// max_ctas > 0 caps the persistent grid (test: a few CTAs run many units each).
-constexpr int kDecodeDynamicDefault = 0;
-void decode_set_dynamic(int mode, int max_ctas = 0);
-void decode_set_dynamic_schedule(int kappa_percent, int grain_blocks);
-// Test hook: what the last decode() launched (dynamic kernel or not, its grid and pieces).
-struct DecodeLaunchInfo {
-  bool dynamic = false;
-  int ctas = 0;
-  int pieces = 0;
-};
-DecodeLaunchInfo decode_last_launch();
 
 }  // namespace flashmin::cuda

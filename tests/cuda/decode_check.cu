@@ -6,12 +6,7 @@
 //     src/cuda/cuda_error.cpp -o /tmp/decode_check
 //   /tmp/decode_check          (correctness, then timings; exit code != 0 on any failure)
 //   /tmp/decode_check --no-bench
-//   /tmp/decode_check --bench-only [--l2]
-//   /tmp/decode_check --check cpasync|bulk|dynamic   (one correctness suite, no timings)
-//   /tmp/decode_check --bench-dynamic  (static vs dynamic work assignment: consistency on the
-//                                        benchmark shapes, timings, schedule sweep)
-// Correctness output goes to stdout line by line (flushed), so a hang is localised; with
-// --quiet only FAIL lines and the summary are printed.
+//   /tmp/decode_check --bench-only
 // Timing: median of CUDA-event times of single calls, two ways: "serial" (the GPU idles while
 // the host prepares each call: host launch overhead included) and "queued" (a 256 MB memset,
 // which also flushes L2, runs before the start event, as triton.testing.do_bench does, so the
@@ -30,7 +25,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <numeric>
 #include <random>
 #include <string>
@@ -132,8 +126,6 @@ double tol_lse(DType t) { return t == DType::kFloat32 ? 1e-4 : 2e-3; }
 
 int g_failures = 0;
 int g_cases = 0;
-bool g_quiet = false;  // print only FAIL lines (and summaries)
-int g_dyn_runs = 0;    // checks that ran the dynamic kernel
 
 Result run_case(const Case& c) {
   Result res;
@@ -383,14 +375,11 @@ Result run_case(const Case& c) {
     }
     const bool ok = err_o <= tol_o(dt) && err_l <= tol_lse(dt) && nan_bad == 0 && append_bad == 0 &&
                     diff_first <= tol_o(dt);
-    const flashmin::cuda::DecodeLaunchInfo li = flashmin::cuda::decode_last_launch();
-    if (!ok || !g_quiet)
-      std::printf(
-          "%s %-44s %-4s splits=%-3d(used %3lld%s) max|dO|=%.2e max|dlse|=%.2e split-diff=%.2e "
-          "nan/unwritten=%d append_bad=%d\n",
-          ok ? "PASS" : "FAIL", c.name.c_str(), dname(dt), splits, (long long)pp.num_splits,
-          li.dynamic ? " dyn" : "", err_o, err_l, diff_first, nan_bad, append_bad);
-    g_dyn_runs += li.dynamic;
+    std::printf(
+        "%s %-44s %-4s splits=%-3d(used %3lld) max|dO|=%.2e max|dlse|=%.2e split-diff=%.2e "
+        "nan/unwritten=%d append_bad=%d\n",
+        ok ? "PASS" : "FAIL", c.name.c_str(), dname(dt), splits, (long long)pp.num_splits, err_o,
+        err_l, diff_first, nan_bad, append_bad);
     if (!ok) {
       ++g_failures;
       res.ok = false;
@@ -411,7 +400,7 @@ void compare(const char* what, const Result& a, const Result& b, DType dt) {
       diff = std::max(diff, double(std::fabs(a.o[i] - b.o[i])));
   }
   const bool ok = diff <= tol_o(dt) && !nan_mismatch && a.o.size() == b.o.size();
-  if (!ok || !g_quiet) std::printf("%s %-44s max diff=%.2e\n", ok ? "PASS" : "FAIL", what, diff);
+  std::printf("%s %-44s max diff=%.2e\n", ok ? "PASS" : "FAIL", what, diff);
   if (!ok) ++g_failures;
 }
 
@@ -560,159 +549,6 @@ void bench(int B, int L, std::vector<int> split_list, int page_size, int Sq = 1)
         (long long)pp.num_splits, splits == 0 ? "(h)" : "   ", ms_q * 1e3, gbs,
         100.0 * gbs / g_copy_gbs, ms_s * 1e3, bytes / (ms_s * 1e-3) / 1e9);
   }
-}
-
-// Static vs dynamic work assignment on one benchmark shape (H_q=32, H_k=8, D=128, bf16):
-// the outputs must agree (both are checked against each other: the correctness suite checks
-// the small shapes against float64), then do_bench-style timings of both, then an optional
-// sweep of the dynamic schedule's (kappa %, grain blocks).
-void bench_dynamic(int B, int L, int page_size, int Sq,
-                   const std::vector<std::pair<int, int>>& sweep) {
-  using flashmin::cuda::decode_set_dynamic;
-  using flashmin::cuda::decode_set_dynamic_schedule;
-  const int Hq = 32, Hk = 8, D = 128;
-  const int64_t kv_elems = int64_t(B) * Hk * L * D;
-  DevBuf q(size_t(B) * Hq * Sq * D * 2), k(kv_elems * 2), v(kv_elems * 2),
-      o(size_t(B) * Hq * Sq * D * 2), lse(size_t(B) * Hq * Sq * 4), seq(B * 4);
-  fill_random<<<1024, 256>>>(static_cast<__nv_bfloat16*>(q.p), int64_t(B) * Hq * Sq * D, 1);
-  fill_random<<<4096, 256>>>(static_cast<__nv_bfloat16*>(k.p), kv_elems, 2);
-  fill_random<<<4096, 256>>>(static_cast<__nv_bfloat16*>(v.p), kv_elems, 3);
-  std::vector<int32_t> hs(B, L);
-  CK(cudaMemcpy(seq.p, hs.data(), B * 4, cudaMemcpyHostToDevice));
-  DecodeParams p;
-  p.dtype = DType::kBFloat16;
-  p.batch = B;
-  p.heads_q = Hq;
-  p.heads_kv = Hk;
-  p.seqlen_q = Sq;
-  p.head_dim = D;
-  p.scale = 1.0f / std::sqrt(float(D));
-  p.q = q.p;
-  p.o = o.p;
-  p.lse = static_cast<float*>(lse.p);
-  p.q_strides = p.o_strides = Strides{int64_t(Hq) * Sq * D, int64_t(Sq) * D, D};
-  p.k_cache = k.p;
-  p.v_cache = v.p;
-  p.cache_seqlens = static_cast<int32_t*>(seq.p);
-  DevBuf dbt(page_size ? size_t(B) * (L / page_size) * 4 : 4);
-  if (page_size) {
-    const int pps = L / page_size;
-    const int64_t pages = int64_t(B) * pps;
-    std::vector<int32_t> perm(pages);
-    std::iota(perm.begin(), perm.end(), 0);
-    std::mt19937 rng(5);
-    std::shuffle(perm.begin(), perm.end(), rng);
-    CK(cudaMemcpy(dbt.p, perm.data(), pages * 4, cudaMemcpyHostToDevice));
-    p.block_table = static_cast<int32_t*>(dbt.p);
-    p.block_table_stride = pps;
-    p.max_pages_per_seq = pps;
-    p.num_pages = pages;
-    p.page_size = page_size;
-    p.k_cache_strides = p.v_cache_strides =
-        Strides{int64_t(Hk) * page_size * D, int64_t(page_size) * D, D};
-  } else {
-    p.k_cache_strides = p.v_cache_strides = Strides{int64_t(Hk) * L * D, int64_t(L) * D, D};
-  }
-  p.max_seqlen_k = L;
-  int sms;
-  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  const double bytes = 2.0 * kv_elems * 2;
-  const std::string layout = page_size ? "paged" + std::to_string(page_size) : "contiguous";
-
-  struct Run {
-    DecodeParams pp;
-    std::unique_ptr<DevBuf> ws;
-    flashmin::cuda::DecodeLaunchInfo info;
-  };
-  auto prepare = [&](int mode) {
-    decode_set_dynamic(mode);
-    Run r;
-    r.pp = p;
-    r.pp.num_splits = 0;
-    const int64_t ws = flashmin::cuda::decode_plan(r.pp, sms);
-    r.ws = std::make_unique<DevBuf>(size_t(ws));
-    r.pp.workspace = r.ws->p;
-    r.pp.workspace_bytes = ws;
-    flashmin::cuda::decode(r.pp, nullptr);
-    CK(cudaDeviceSynchronize());
-    r.info = flashmin::cuda::decode_last_launch();
-    return r;
-  };
-  auto fetch = [&](std::vector<float>& ho, std::vector<float>& hl) {
-    std::vector<__nv_bfloat16> raw(size_t(B) * Hq * Sq * D);
-    hl.resize(size_t(B) * Hq * Sq);
-    CK(cudaMemcpy(raw.data(), o.p, raw.size() * 2, cudaMemcpyDeviceToHost));
-    CK(cudaMemcpy(hl.data(), lse.p, hl.size() * 4, cudaMemcpyDeviceToHost));
-    ho.resize(raw.size());
-    for (size_t i = 0; i < raw.size(); ++i) ho[i] = __bfloat162float(raw[i]);
-  };
-
-  // ---- consistency: static and dynamic outputs (poisoned before each run)
-  CK(cudaMemset(o.p, 0xFF, o.n));
-  CK(cudaMemset(lse.p, 0xFF, lse.n));
-  Run st = prepare(0);
-  std::vector<float> o_st, l_st, o_dy, l_dy;
-  fetch(o_st, l_st);
-  CK(cudaMemset(o.p, 0xFF, o.n));
-  CK(cudaMemset(lse.p, 0xFF, lse.n));
-  Run dy = prepare(1);
-  fetch(o_dy, l_dy);
-  double d_o = 0, d_l = 0;
-  int nan = 0;
-  for (size_t i = 0; i < o_st.size(); ++i) {
-    if (!std::isfinite(o_st[i]) || !std::isfinite(o_dy[i]))
-      ++nan;
-    else
-      d_o = std::max(d_o, double(std::fabs(o_st[i] - o_dy[i])));
-  }
-  for (size_t i = 0; i < l_st.size(); ++i) {
-    if (!std::isfinite(l_st[i]) || !std::isfinite(l_dy[i]))
-      ++nan;
-    else
-      d_l = std::max(d_l, double(std::fabs(l_st[i] - l_dy[i])));
-  }
-  const bool ok = nan == 0 && d_o <= 1.2e-2 && d_l <= 1e-3 && dy.info.dynamic;
-  ++g_cases;
-  if (!ok) ++g_failures;
-  std::printf(
-      "%s CONSIST B=%-3d L=%-6d Sq=%d %-10s static(splits %d, ctas %d) vs dynamic(%s, pieces %d, "
-      "ctas %d): max|dO|=%.2e max|dlse|=%.2e non-finite=%d\n",
-      ok ? "PASS" : "FAIL", B, L, Sq, layout.c_str(), st.info.pieces, st.info.ctas,
-      dy.info.dynamic ? "ran" : "NOT USED", dy.info.pieces, dy.info.ctas, d_o, d_l, nan);
-  std::fflush(stdout);
-
-  // ---- timings (do_bench-style memset flush), two alternating rounds
-  auto t = [&](Run& r, int mode) {
-    decode_set_dynamic(mode);
-    return 1e3f * time_ms_queued([&] { flashmin::cuda::decode(r.pp, nullptr); }, 50);
-  };
-  float ts[2][2];
-  for (int round = 0; round < 2; ++round) {
-    ts[round][0] = t(st, 0);
-    ts[round][1] = t(dy, 1);
-  }
-  const float t_st = std::min(ts[0][0], ts[1][0]), t_dy = std::min(ts[0][1], ts[1][1]);
-  auto gbs = [&](float us) { return bytes / (us * 1e-6) / 1e9; };
-  std::printf(
-      "BENCHDYN B=%-3d L=%-6d Sq=%d %-10s static %6.1f us (%6.1f/%6.1f) %6.1f GB/s %5.1f%% | "
-      "dynamic %6.1f us (%6.1f/%6.1f) %6.1f GB/s %5.1f%% | dyn/static %.3f\n",
-      B, L, Sq, layout.c_str(), t_st, ts[0][0], ts[1][0], gbs(t_st), 100 * gbs(t_st) / g_copy_gbs,
-      t_dy, ts[0][1], ts[1][1], gbs(t_dy), 100 * gbs(t_dy) / g_copy_gbs, t_dy / t_st);
-  std::fflush(stdout);
-
-  // ---- schedule sweep (kappa %, grain blocks); the default is restored after
-  for (auto [kappa, grain] : sweep) {
-    decode_set_dynamic_schedule(kappa, grain);
-    Run r = prepare(1);
-    const float us = t(r, 1);
-    std::printf(
-        "SWEEP B=%-3d L=%-6d %-10s kappa=%3d%% grain=%d pieces=%-3d ctas=%d %6.1f us %5.1f%%\n", B,
-        L, layout.c_str(), kappa, grain, r.info.pieces, r.info.ctas, us,
-        100 * gbs(us) / g_copy_gbs);
-    std::fflush(stdout);
-  }
-  decode_set_dynamic_schedule(100, 2);
-  decode_set_dynamic(0);
 }
 
 }  // namespace
@@ -903,103 +739,18 @@ void correctness_suite() {
     d.name = "long 20000 heuristic + 256 splits";
     run_case(d);
   }
-  // 10. A larger batch with mixed lengths (the dynamic kernel's guided schedule applies with
-  //     the heuristic: many units, empty pieces of short sequences), contiguous and paged.
-  for (bool paged : {false, true}) {
-    Case c;
-    c.B = 8;
-    c.Hq = 32;
-    c.Hk = 8;
-    c.Sq = 2;
-    c.S_max = 4096;
-    c.seqlens = {0, 1, 100, 4096, 3000, 17, 2048, 4095};
-    c.paged = paged;
-    c.page_size = 16;
-    c.splits = {0, 1, 5};
-    c.name = std::string("B8 mixed lengths to 4096 Sq2") + (paged ? " paged16" : "");
-    run_case(c);
-  }
 }
 
 int main(int argc, char** argv) {
   using flashmin::cuda::DecodeCopyMode;
-  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // line by line: a hang is localised
-  auto has = [&](const char* flag) {
-    for (int i = 1; i < argc; ++i)
-      if (std::strcmp(argv[i], flag) == 0) return true;
-    return false;
-  };
-  const char* check_only = nullptr;  // --check cpasync|bulk|dynamic
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::strcmp(argv[i], "--check") == 0) check_only = argv[i + 1];
-  const bool bench_dyn = has("--bench-dynamic");
-  g_quiet = has("--quiet");
-  const bool do_bench = !has("--no-bench") && check_only == nullptr && !bench_dyn;
-  const bool do_check = !has("--bench-only") && check_only == nullptr && !bench_dyn;
+  const bool do_bench = !(argc > 1 && std::strcmp(argv[1], "--no-bench") == 0);
+  const bool do_check = !(argc > 1 && std::strcmp(argv[1], "--bench-only") == 0);
   // --bench-only --l2: also sweep the tensor maps' L2 promotion.
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs, cc %d.%d\n", prop.name, prop.multiProcessorCount, prop.major,
               prop.minor);
   const bool hopper = prop.major >= 9;
-
-  if (check_only != nullptr) {
-    const std::string which = check_only;
-    if (which == "cpasync") {
-      flashmin::cuda::decode_set_tuning(DecodeCopyMode::kCpAsync, true);
-      flashmin::cuda::decode_set_dynamic(0);
-      std::printf("=== copy path: cp.async\n");
-      correctness_suite();
-    } else if (which == "bulk" && hopper) {
-      flashmin::cuda::decode_set_tuning(DecodeCopyMode::kBulk, true);
-      flashmin::cuda::decode_set_dynamic(0);
-      std::printf("=== copy path: bulk, static split\n");
-      correctness_suite();
-    } else if (which == "dynamic" && hopper) {
-      // Mode 2: the dynamic kernel for every split count it supports (explicit counts become
-      // equal pieces, the heuristic the guided schedule); then with the persistent grid capped
-      // at 3 CTAs (many units per CTA: stage and Q_i phases wrap many times, one-block units).
-      flashmin::cuda::decode_set_tuning(DecodeCopyMode::kBulk, true);
-      flashmin::cuda::decode_set_dynamic(2);
-      std::printf("=== copy path: bulk, dynamic work assignment (mode 2)\n");
-      correctness_suite();
-      std::printf("--- dynamic, persistent grid capped at 3 CTAs\n");
-      flashmin::cuda::decode_set_dynamic(2, 3);
-      correctness_suite();
-      std::printf("--- dynamic mode 1 (the production rule), grid cap 1 CTA\n");
-      flashmin::cuda::decode_set_dynamic(1, 1);
-      correctness_suite();
-      flashmin::cuda::decode_set_dynamic(0);
-    } else {
-      std::printf("--check %s: unknown suite or no sm_90 device\n", check_only);
-      return 2;
-    }
-    std::printf("correctness (%s): %d checks, %d failures, %d ran the dynamic kernel\n", check_only,
-                g_cases, g_failures, g_dyn_runs);
-    return g_failures == 0 ? 0 : 1;
-  }
-
-  if (bench_dyn && hopper) {
-    CK(cudaMalloc(&g_flush, kFlushBytes));
-    bench_copy();
-    flashmin::cuda::decode_set_tuning(DecodeCopyMode::kBulk, true);
-    const std::vector<std::pair<int, int>> sweep = {{50, 2}, {200, 2}, {100, 1}, {100, 4}};
-    const std::vector<std::pair<int, int>> none;
-    bench_dynamic(1, 65536, 0, 1, sweep);
-    bench_dynamic(8, 8192, 0, 1, sweep);
-    bench_dynamic(16, 4096, 0, 1, none);
-    bench_dynamic(64, 1024, 0, 1, none);
-    bench_dynamic(64, 2048, 0, 1, none);
-    bench_dynamic(32, 8192, 0, 1, sweep);
-    bench_dynamic(64, 4096, 0, 1, none);
-    bench_dynamic(128, 2048, 0, 1, sweep);
-    bench_dynamic(32, 8192, 16, 1, none);
-    bench_dynamic(8, 8192, 16, 1, none);
-    bench_dynamic(32, 8192, 0, 4, none);
-    CK(cudaFree(g_flush));
-    std::printf("bench-dynamic: %d consistency checks, %d failures\n", g_cases, g_failures);
-    return g_failures == 0 ? 0 : 1;
-  }
 
   // Correctness of both copy paths (the tensor-copy path exists on sm_90+ only).
   if (do_check) {
@@ -1043,7 +794,7 @@ int main(int argc, char** argv) {
       g_mode = "no-PDL";
       bench(1, 65536, {0}, 0);
       bench(8, 8192, {0}, 0);
-      if (has("--l2")) {
+      if (argc > 2 && std::strcmp(argv[2], "--l2") == 0) {
         flashmin::cuda::decode_set_tuning(DecodeCopyMode::kBulk, true);
         for (int promo : {0, 128, 256}) {
           flashmin::cuda::decode_set_tma_l2_promotion(promo);
