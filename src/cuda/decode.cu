@@ -68,21 +68,17 @@ __device__ __forceinline__ int kv_off(int row, int vec) {
   return q_off<Tr>(row, vec);
 }
 
-// ---- Hopper (sm_90): mbarriers and TMA copies come from flashmin/cuda/tma.h; PDL here.
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-#define FM_DECODE_SM90 1
-#else
-#define FM_DECODE_SM90 0
-#endif
+// ---- Hopper (sm_90): mbarriers and TMA copies come from flashmin/cuda/tma.h (FM_HAS_TMA: sm_90
+// and newer device code); PDL here, under the same condition.
 
 // Programmatic dependent launch: let the combine kernel launch early / wait for our results.
 __device__ __forceinline__ void pdl_launch_dependents() {
-#if FM_DECODE_SM90
+#if FM_HAS_TMA
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
 }
 __device__ __forceinline__ void pdl_wait_primary() {
-#if FM_DECODE_SM90
+#if FM_HAS_TMA
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
 #endif
 }
