@@ -636,9 +636,9 @@ void run_fa2_bwd_sm80(const AttnBwdParams& p, cudaStream_t stream) {
         <<<static_cast<unsigned>(blocks), 256, 0, stream>>>(p, delta, lse2, dq_accum, kD);
     FM_CUDA_CHECK(cudaGetLastError());
   }
-  if (p.seqlen_k > 0 && sm90) {
-    fa2_bwd_dkdv_sm90(p, delta, lse2, dq_accum, stream);
-  } else if (p.seqlen_k > 0) {
+  // (lse2 is unused by the sm80 kernel of buckets without kLseAsync, so a refused sm90 launch
+  // may fall back to it.)
+  if (p.seqlen_k > 0 && !(sm90 && fa2_bwd_dkdv_sm90(p, delta, lse2, dq_accum, stream))) {
     const dim3 grid(static_cast<unsigned>((p.seqlen_k + Tr::kBlockN - 1) / Tr::kBlockN),
                     static_cast<unsigned>(p.heads_kv), static_cast<unsigned>(p.batch));
     auto kernel = fa2_bwd_dkdv_sm80_kernel<T, kD>;

@@ -16,7 +16,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -374,32 +373,17 @@ __global__ void __launch_bounds__(Fa2BwdSm90Traits<kD>::kThreads, 1)
   }
 }
 
-// TMA tensor maps of Q and dO as (head_dim, positions, heads, batch) tensors, boxes of 64
-// columns x B_r rows. False when a layout cannot be described (the sm80 family runs instead).
-template <int kD>
-bool make_bwd_maps(const AttnBwdParams& p, CUtensorMap& tm_q, CUtensorMap& tm_do) {
-  const CUtensorMapDataType type = p.dtype == DType::kFloat16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
-                                                              : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
-  const int64_t dims[4] = {p.head_dim, std::max<int64_t>(p.seqlen_q, 1), p.heads_q, p.batch};
-  const int64_t st_q[3] = {p.q_strides.seq * 2, p.q_strides.head * 2, p.q_strides.batch * 2};
-  const int64_t st_do[3] = {p.dout_strides.seq * 2, p.dout_strides.head * 2,
-                            p.dout_strides.batch * 2};
-  constexpr int B_r = Fa2BwdSm90Traits<kD>::kBlockM;
-  return make_tensor_map_4d(&tm_q, type, 2, p.q, dims, st_q, B_r,
-                            CU_TENSOR_MAP_L2_PROMOTION_L2_128B) &&
-         make_tensor_map_4d(&tm_do, type, 2, p.dout, dims, st_do, B_r,
-                            CU_TENSOR_MAP_L2_PROMOTION_L2_128B);
-}
-
+// False, launching nothing, when Q or dO has no TMA tensor map (boxes of 64 columns x B_r rows).
 template <typename T, int kD>
-void launch_dkdv_sm90(const AttnBwdParams& p, const float* delta, const float* lse2,
+bool launch_dkdv_sm90(const AttnBwdParams& p, const float* delta, const float* lse2,
                       float* dq_accum, cudaStream_t stream) {
   using Tr = Fa2BwdSm90Traits<kD>;
   CUtensorMap tm_q, tm_do;
-  if (!make_bwd_maps<kD>(p, tm_q, tm_do))
-    throw std::runtime_error(
-        "fa2_bwd_dkdv_sm90: Q / dO layout has no TMA tensor map "
-        "(fa2_bwd_sm90_usable should have said so)");
+  if (!make_attention_map(&tm_q, p.dtype, p.q, p.q_strides, p.batch, p.heads_q, p.seqlen_q,
+                          p.head_dim, Tr::kBlockM) ||
+      !make_attention_map(&tm_do, p.dtype, p.dout, p.dout_strides, p.batch, p.heads_q, p.seqlen_q,
+                          p.head_dim, Tr::kBlockM))
+    return false;
   const dim3 grid(static_cast<unsigned>((p.seqlen_k + Tr::kBlockN - 1) / Tr::kBlockN),
                   static_cast<unsigned>(p.heads_kv), static_cast<unsigned>(p.batch));
   auto kernel = dq_accum != nullptr ? fa2_bwd_dkdv_sm90_kernel<T, kD, true>
@@ -408,22 +392,19 @@ void launch_dkdv_sm90(const AttnBwdParams& p, const float* delta, const float* l
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
   kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p, tm_q, tm_do, delta, lse2, dq_accum);
   FM_CUDA_CHECK(cudaGetLastError());
+  return true;
 }
 
 }  // namespace
 
 bool fa2_bwd_sm90_usable(const AttnBwdParams& p) {
-  return FM_DISPATCH_HEAD_DIM(p.head_dim, kD, [&] {
-    CUtensorMap tm_q, tm_do;
-    if constexpr (Fa2BwdSm90Traits<kD>::kSupported)
-      return sm90_family_available() && make_bwd_maps<kD>(p, tm_q, tm_do);
-    return false;
-  });
+  return FM_DISPATCH_HEAD_DIM(p.head_dim, kD, [] { return Fa2BwdSm90Traits<kD>::kSupported; }) &&
+         sm90_family_available();
 }
 
-void fa2_bwd_dkdv_sm90(const AttnBwdParams& p, const float* delta, const float* lse2,
+bool fa2_bwd_dkdv_sm90(const AttnBwdParams& p, const float* delta, const float* lse2,
                        float* dq_accum, cudaStream_t stream) {
-  FM_DISPATCH_HEAD_DIM(p.head_dim, kD, [&] {
+  return FM_DISPATCH_HEAD_DIM(p.head_dim, kD, [&]() -> bool {
     if constexpr (Fa2BwdSm90Traits<kD>::kSupported) {
       if (p.dtype == DType::kFloat16)
         return launch_dkdv_sm90<__half, kD>(p, delta, lse2, dq_accum, stream);

@@ -14,7 +14,8 @@ bool fa2_bwd_sm90_usable(const AttnBwdParams& p);
 
 // The main kernel (dK, dV; dQ by fp32 atomics into dq_accum unless it is null) on wgmma.
 // delta / lse2: D_i and lse_i * log2(e) (+inf for empty rows) from the preprocess kernel.
-void fa2_bwd_dkdv_sm90(const AttnBwdParams& p, const float* delta, const float* lse2,
+// False, launching nothing, when Q or dO has no TMA tensor map: the caller runs the sm80 kernel.
+bool fa2_bwd_dkdv_sm90(const AttnBwdParams& p, const float* delta, const float* lse2,
                        float* dq_accum, cudaStream_t stream);
 
 }  // namespace flashmin::cuda

@@ -25,7 +25,6 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
-#include <type_traits>
 
 #include "cuda/cuda_api.h"
 #include "cuda/device_query.h"
@@ -356,28 +355,17 @@ __global__ void __launch_bounds__(Fa2FwdSm90Traits<kD>::kThreads, 1)
 #endif
 }
 
-// TMA tensor maps of Q, K, V as (head_dim, positions, heads, batch) tensors; boxes of 64 columns
-// x B_r (Q) or B_c (K, V) rows. False when a layout cannot be described.
-template <typename T, int kD>
+// TMA tensor maps of Q, K, V; boxes of 64 columns x B_r (Q) or B_c (K, V) rows. False when a
+// layout cannot be described. (An empty key axis is never read: T_c = 0.)
+template <int kD>
 bool make_fwd_maps(const AttnParams& p, CUtensorMap (&maps)[3]) {
   using Tr = Fa2FwdSm90Traits<kD>;
-  constexpr CUtensorMapDataType kType = std::is_same_v<T, __half>
-                                            ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
-                                            : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
-  const void* bases[3] = {p.q, p.k, p.v};
-  const Strides strides[3] = {p.q_strides, p.k_strides, p.v_strides};
-  const int64_t rows[3] = {p.seqlen_q, p.seqlen_k, p.seqlen_k};
-  const int64_t heads[3] = {p.heads_q, p.heads_kv, p.heads_kv};
-  const int box_rows[3] = {Tr::kBr, Tr::kBc, Tr::kBc};
-  for (int m = 0; m < 3; ++m) {
-    // An empty key axis still needs a valid map (it is never read: T_c = 0).
-    const int64_t dims[4] = {p.head_dim, std::max<int64_t>(rows[m], 1), heads[m], p.batch};
-    const int64_t st[3] = {strides[m].seq * 2, strides[m].head * 2, strides[m].batch * 2};
-    if (!make_tensor_map_4d(&maps[m], kType, 2, bases[m], dims, st, box_rows[m],
-                            CU_TENSOR_MAP_L2_PROMOTION_L2_128B))
-      return false;
-  }
-  return true;
+  return make_attention_map(&maps[0], p.dtype, p.q, p.q_strides, p.batch, p.heads_q, p.seqlen_q,
+                            p.head_dim, Tr::kBr) &&
+         make_attention_map(&maps[1], p.dtype, p.k, p.k_strides, p.batch, p.heads_kv, p.seqlen_k,
+                            p.head_dim, Tr::kBc) &&
+         make_attention_map(&maps[2], p.dtype, p.v, p.v_strides, p.batch, p.heads_kv, p.seqlen_k,
+                            p.head_dim, Tr::kBc);
 }
 
 // Persistent launch: one CTA per SM (fewer when there are fewer tiles).
@@ -389,7 +377,7 @@ bool launch_fwd_sm90(const AttnParams& p, cudaStream_t stream) {
   if (tiles == 0) return true;
   check_fwd_grid(p, tiles);
   CUtensorMap maps[3];
-  if (!make_fwd_maps<T, kD>(p, maps)) return false;
+  if (!make_fwd_maps<kD>(p, maps)) return false;
   auto kernel = fa2_fwd_sm90_kernel<T, kD>;
   FM_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));

@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "flashmin/params.h"
+
 namespace flashmin::cuda {
 
 // Encode a 4-D tiled tensor map of 16- or 32-bit elements (innermost dimension first): `dims`
@@ -17,5 +19,11 @@ namespace flashmin::cuda {
 bool make_tensor_map_4d(CUtensorMap* map, CUtensorMapDataType type, int elem_bytes,
                         const void* base, const int64_t dims[4], const int64_t strides_bytes[3],
                         int box_rows, CUtensorMapL2promotion promotion);
+
+// An attention operand, (batch, heads, rows, head_dim) fp16 / bf16 with element strides `st`
+// (last dimension contiguous), as the map (head_dim, rows, heads, batch): boxes of 64 columns x
+// box_rows rows, L2 promotion 128 B. An empty row axis gets a one-row map (never read).
+bool make_attention_map(CUtensorMap* map, DType dtype, const void* base, const Strides& st,
+                        int64_t batch, int64_t heads, int64_t rows, int64_t head_dim, int box_rows);
 
 }  // namespace flashmin::cuda
