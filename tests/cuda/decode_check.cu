@@ -2,8 +2,8 @@
 // Build and run (no torch):
 //   nvcc -std=c++17 -O3 --expt-relaxed-constexpr -Iinclude -Isrc -gencode
 //   arch=compute_90a,code=sm_90a \
-//     tests/cuda/decode_check.cu src/cuda/decode.cu src/cuda/tensor_map.cpp \
-//     src/cuda/cuda_error.cpp -o /tmp/decode_check
+//     tests/cuda/decode_check.cu src/cuda/decode.cu src/cuda/decode_stream.cu \
+//     src/cuda/tensor_map.cpp src/cuda/cuda_error.cpp -o /tmp/decode_check
 //   /tmp/decode_check          (correctness, then timings; exit code != 0 on any failure)
 //   /tmp/decode_check --no-bench
 //   /tmp/decode_check --bench-only
@@ -126,6 +126,7 @@ double tol_lse(DType t) { return t == DType::kFloat32 ? 1e-4 : 2e-3; }
 
 int g_failures = 0;
 int g_cases = 0;
+bool g_stream = false;  // stream pass: a case's split counts are used as stream-kernel CTA counts
 
 Result run_case(const Case& c) {
   Result res;
@@ -305,7 +306,8 @@ Result run_case(const Case& c) {
   for (int splits : c.splits) {
     ++g_cases;
     DecodeParams pp = p;
-    pp.num_splits = splits;
+    pp.num_splits = g_stream ? 0 : splits;
+    if (g_stream) flashmin::cuda::decode_set_stream_ctas(splits);
     const int64_t ws = flashmin::cuda::decode_plan(pp, sms);
     DevBuf dws{size_t(ws)};
     CK(cudaMemset(dws.p, 0xFF, ws));  // garbage (NaN) workspace
@@ -376,10 +378,10 @@ Result run_case(const Case& c) {
     const bool ok = err_o <= tol_o(dt) && err_l <= tol_lse(dt) && nan_bad == 0 && append_bad == 0 &&
                     diff_first <= tol_o(dt);
     std::printf(
-        "%s %-44s %-4s splits=%-3d(used %3lld) max|dO|=%.2e max|dlse|=%.2e split-diff=%.2e "
-        "nan/unwritten=%d append_bad=%d\n",
-        ok ? "PASS" : "FAIL", c.name.c_str(), dname(dt), splits, (long long)pp.num_splits, err_o,
-        err_l, diff_first, nan_bad, append_bad);
+        "%s %-44s %-4s splits=%-3d(used %3lld, stream CTAs %3lld) max|dO|=%.2e max|dlse|=%.2e "
+        "split-diff=%.2e nan/unwritten=%d append_bad=%d\n",
+        ok ? "PASS" : "FAIL", c.name.c_str(), dname(dt), splits, (long long)pp.num_splits,
+        (long long)pp.persistent_ctas, err_o, err_l, diff_first, nan_bad, append_bad);
     if (!ok) {
       ++g_failures;
       res.ok = false;
@@ -426,6 +428,31 @@ float median(std::vector<float> v) {
 void* g_flush = nullptr;  // 256 MB, memset before each queued rep
 const size_t kFlushBytes = size_t(256) << 20;
 
+// FM_FLUSH=read: flush L2 by reading the 256 MB buffer (clean lines) instead of the memset
+// (dirty lines, written back while the timed kernel runs, as under do_bench).
+__global__ void read_flush_kernel(const uint4* x, size_t n, uint4* sink) {
+  uint4 acc = make_uint4(0, 0, 0, 0);
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x) {
+    const uint4 v = x[i];
+    acc.x ^= v.x;
+    acc.y ^= v.y;
+    acc.z ^= v.z;
+    acc.w ^= v.w;
+  }
+  if (acc.x == 0x12345678u) *sink = acc;  // keeps the loads
+}
+
+void flush_l2(int i) {
+  static const bool read = std::getenv("FM_FLUSH") && std::strcmp(std::getenv("FM_FLUSH"), "read") == 0;
+  if (read) {
+    read_flush_kernel<<<1024, 512>>>(static_cast<const uint4*>(g_flush), kFlushBytes / 16 - 1,
+                                     static_cast<uint4*>(g_flush) + kFlushBytes / 16 - 1);
+  } else {
+    CK(cudaMemsetAsync(g_flush, i & 0xff, kFlushBytes));
+  }
+}
+
 template <class F>
 float time_ms_queued(F&& f, int reps) {
   cudaEvent_t a, b;
@@ -434,7 +461,7 @@ float time_ms_queued(F&& f, int reps) {
   for (int i = 0; i < 3; ++i) f();
   std::vector<float> ts;
   for (int i = 0; i < reps; ++i) {
-    CK(cudaMemsetAsync(g_flush, i & 0xff, kFlushBytes));
+    flush_l2(i);
     CK(cudaEventRecord(a));
     f();
     CK(cudaEventRecord(b));
@@ -485,11 +512,16 @@ void bench_copy() {
 void bench(int B, int L, std::vector<int> split_list, int page_size, int Sq = 1) {
   const int Hq = 32, Hk = 8, D = 128;
   const int64_t kv_elems = int64_t(B) * Hk * L * D;
-  DevBuf q(size_t(B) * Hq * Sq * D * 2), k(kv_elems * 2), v(kv_elems * 2),
+  // K and V in one allocation, V starting FM_KV_GAP bytes after K ends (default 0: adjacent,
+  // as torch's caching allocator places two equal tensors).
+  const int64_t gap = std::getenv("FM_KV_GAP") ? std::atoll(std::getenv("FM_KV_GAP")) : 0;
+  DevBuf q(size_t(B) * Hq * Sq * D * 2), kv(size_t(kv_elems) * 4 + gap),
       o(size_t(B) * Hq * Sq * D * 2), lse(size_t(B) * Hq * Sq * 4), seq(B * 4);
+  void* k_p = kv.p;
+  void* v_p = static_cast<char*>(kv.p) + kv_elems * 2 + gap;
   fill_random<<<1024, 256>>>(static_cast<__nv_bfloat16*>(q.p), int64_t(B) * Hq * Sq * D, 1);
-  fill_random<<<4096, 256>>>(static_cast<__nv_bfloat16*>(k.p), kv_elems, 2);
-  fill_random<<<4096, 256>>>(static_cast<__nv_bfloat16*>(v.p), kv_elems, 3);
+  fill_random<<<4096, 256>>>(static_cast<__nv_bfloat16*>(k_p), kv_elems, 2);
+  fill_random<<<4096, 256>>>(static_cast<__nv_bfloat16*>(v_p), kv_elems, 3);
   std::vector<int32_t> hs(B, L);
   CK(cudaMemcpy(seq.p, hs.data(), B * 4, cudaMemcpyHostToDevice));
   DecodeParams p;
@@ -504,8 +536,8 @@ void bench(int B, int L, std::vector<int> split_list, int page_size, int Sq = 1)
   p.o = o.p;
   p.lse = static_cast<float*>(lse.p);
   p.q_strides = p.o_strides = Strides{int64_t(Hq) * Sq * D, int64_t(Sq) * D, D};
-  p.k_cache = k.p;
-  p.v_cache = v.p;
+  p.k_cache = k_p;
+  p.v_cache = v_p;
   p.cache_seqlens = static_cast<int32_t*>(seq.p);
   std::vector<int32_t> bt;
   DevBuf dbt(page_size ? size_t(B) * (L / page_size) * 4 : 4);
@@ -543,10 +575,11 @@ void bench(int B, int L, std::vector<int> split_list, int page_size, int Sq = 1)
     const double bytes = 2.0 * kv_elems * 2;
     const double gbs = bytes / (ms_q * 1e-3) / 1e9;
     std::printf(
-        "BENCH %-8s B=%-3d L=%-6d Sq=%d %-10s splits=%-3lld%s queued=%7.1f us K+V %7.1f GB/s "
-        "%5.1f%% of copy | serial=%7.1f us %7.1f GB/s\n",
+        "BENCH %-8s B=%-3d L=%-6d Sq=%d %-10s splits=%-3lld%s stream=%-3lld queued=%7.1f us K+V "
+        "%7.1f GB/s %5.1f%% of copy | serial=%7.1f us %7.1f GB/s\n",
         g_mode, B, L, Sq, page_size ? ("paged" + std::to_string(page_size)).c_str() : "contiguous",
-        (long long)pp.num_splits, splits == 0 ? "(h)" : "   ", ms_q * 1e3, gbs,
+        (long long)pp.num_splits, splits == 0 ? "(h)" : "   ", (long long)pp.persistent_ctas,
+        ms_q * 1e3, gbs,
         100.0 * gbs / g_copy_gbs, ms_s * 1e3, bytes / (ms_s * 1e-3) / 1e9);
   }
 }
@@ -718,6 +751,26 @@ void correctness_suite() {
       run_case(d);
     }
   }
+  // 10. Many units of uneven lengths (incl. empty ones between non-empty ones): in the stream
+  //     pass, share boundaries fall inside units, on unit boundaries and past empty units.
+  for (DType dt : {DType::kFloat16, DType::kBFloat16}) {
+    Case c;
+    c.dt = dt;
+    c.B = 9;
+    c.Hq = 8;
+    c.Hk = 4;
+    c.S_max = 1300;
+    c.seqlens = {0, 1, 63, 64, 65, 500, 0, 1300, 2};
+    c.splits = {1, 2, 3, 5, 13, 64, 200, 0};
+    c.name = "9 sequences, uneven lengths, G2";
+    run_case(c);
+    c.Hq = 16;
+    c.Hk = 1;
+    c.Sq = 1;
+    c.name = "9 sequences, G16 (16 rows)";
+    c.splits = {3, 7, 0};
+    run_case(c);
+  }
   // 8. seqlens == nullptr (every sequence S_max), long sequence with heuristic split.
   {
     Case c;
@@ -760,11 +813,22 @@ int main(int argc, char** argv) {
     const int fail_cp = g_failures;
     if (hopper) {
       flashmin::cuda::decode_set_tuning(DecodeCopyMode::kBulk, true);
+      flashmin::cuda::decode_set_stream_ctas(-1);  // the split kernel only
       std::printf("=== copy path: bulk (sm_90 TMA tensor copies + mbarriers)\n");
       correctness_suite();
     }
-    std::printf("correctness: %d checks, %d failures (cp.async %d, bulk %d)\n", g_cases, g_failures,
-                fail_cp, g_failures - fail_cp);
+    const int fail_bulk = g_failures - fail_cp;
+    if (hopper) {
+      // The stream kernel: each case's split counts become CTA counts (0: automatic), so share
+      // boundaries fall at many different places in the stream of units.
+      std::printf("=== stream kernel (split counts used as CTA counts)\n");
+      g_stream = true;
+      correctness_suite();
+      g_stream = false;
+      flashmin::cuda::decode_set_stream_ctas(0);
+    }
+    std::printf("correctness: %d checks, %d failures (cp.async %d, bulk %d, stream %d)\n", g_cases,
+                g_failures, fail_cp, fail_bulk, g_failures - fail_cp - fail_bulk);
   }
 
   if (do_bench) {
@@ -773,6 +837,24 @@ int main(int argc, char** argv) {
     flashmin::cuda::decode_set_tuning(hopper ? DecodeCopyMode::kBulk : DecodeCopyMode::kCpAsync,
                                       true);
     g_mode = hopper ? "bulk" : "cp.async";
+    if (argc > 2 && std::strcmp(argv[2], "--quick") == 0) {  // the heuristic on the main shapes
+      for (int rep = 0; rep < 2; ++rep) {
+        bench(1, 16384, {0}, 0);
+        bench(1, 65536, {0}, 0);
+        bench(8, 8192, {0}, 0);
+        bench(16, 4096, {0}, 0);
+        bench(64, 1024, {0}, 0);
+        bench(64, 2048, {0}, 0);
+        bench(32, 8192, {0}, 0);
+        bench(64, 4096, {0}, 0);
+        bench(128, 2048, {0}, 0);
+        bench(32, 8192, {0}, 16);
+        bench(8, 8192, {0}, 16);
+        bench(32, 8192, {0}, 0, 4);
+      }
+      CK(cudaFree(g_flush));
+      return g_failures == 0 ? 0 : 1;
+    }
     bench(1, 65536, {0, 16, 24, 32, 40, 48, 64, 66}, 0);
     bench(8, 8192, {0, 2, 3, 4, 6, 8}, 0);
     bench(16, 4096, {0, 1, 2, 3, 4}, 0);

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# One device call: A/B timing of compile-time variants of the decode kernels (src/cuda/decode.cu)
+# in tests/cuda/decode_check.cu. Usage: scripts/decode_variants.sh "name=-DFLAG=1 ..." ...
+# (the first variant is the baseline; "name=@path/decode.cu -DFLAG" compiles another version of
+# the file). Env: CHECK="name ..." runs the correctness suite of those variants first; FLUSH=read adds a pass
+# with a read flush (clean L2); SDPA=1 times SDPA flash/cuDNN on the same shapes. Output in $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-gpu_out}
+obj=/tmp/variants_decode
+mkdir -p "$out" "$obj"
+flags="-std=c++17 -O3 --expt-relaxed-constexpr -Iinclude -Isrc -gencode arch=compute_90a,code=sm_90a"
+shared="tests/cuda/decode_check.cu src/cuda/tensor_map.cpp src/cuda/cuda_error.cpp"
+nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
+t0=$(date +%s)
+for f in $shared; do
+  nvcc $flags -x cu -c "$f" -o "$obj/$(basename "$f").o" &
+done
+names=()
+for spec in "$@"; do
+  name=${spec%%=*}
+  names+=("$name")
+  args=${spec#*=}
+  src=src/cuda/decode.cu
+  if [ "${args#@}" != "$args" ]; then
+    src=${args%% *}
+    src=${src#@}
+    args=${args#"@$src"}
+  fi
+  # shellcheck disable=SC2086
+  nvcc $flags $args -Xptxas -v -x cu -c "$src" -o "$obj/v_$name.o" 2> "$obj/ptxas_$name.txt" &
+  # shellcheck disable=SC2086
+  nvcc $flags $args -Xptxas -v -x cu -c src/cuda/decode_stream.cu -o "$obj/s_$name.o" \
+    2> "$obj/ptxas_s_$name.txt" &
+done
+wait
+for name in "${names[@]}"; do
+  cat "$obj/ptxas_$name.txt" "$obj/ptxas_s_$name.txt" \
+    | grep -A2 "decode_split_kernelI13__nv_bfloat16Li128ELb1E\|decode_stream_kernelI13__nv_bfloat16Li128E" \
+    | grep -E "registers|spill" | sed "s/^/[$name] bf16 D128: /"
+  nvcc $flags $(for f in $shared; do echo "$obj/$(basename "$f").o"; done) "$obj/v_$name.o" \
+    "$obj/s_$name.o" -o "$obj/check_$name" || exit 1
+done
+echo "build: $(( $(date +%s) - t0 )) s"
+rc=0
+if [ -n "${CHECK:-}" ]; then
+  for name in ${CHECK}; do
+    echo "== check $name"
+    timeout 200 "$obj/check_$name" --no-bench > "$out/check_$name.txt" 2>&1 || rc=1
+    grep -E "FAIL" "$out/check_$name.txt" | head -5
+    grep -E "^correctness" "$out/check_$name.txt"
+  done
+fi
+for pass in memset ${FLUSH:-}; do
+  for name in "${names[@]}"; do
+    FM_FLUSH=$pass timeout 200 "$obj/check_$name" --bench-only --quick \
+      > "$out/bench_${pass}_$name.txt" 2>&1 || rc=1
+  done
+done
+python3 - "$out" "${FLUSH:-}" "${names[@]}" <<'PY'
+import re, statistics, sys
+out, extra, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+for flush in ["memset"] + ([extra] if extra else []):
+    rows, copy = {}, None
+    for n in names:
+        for line in open(f"{out}/bench_{flush}_{n}.txt"):
+            if line.startswith("BENCH copy"):
+                copy = float(re.search(r"([\d.]+) GB/s", line).group(1))
+            m = re.match(r"BENCH \S+\s+(B=\s*\d+\s+L=\d+\s+Sq=\d+ \S+) splits=(\d+).*stream=(\d+)\s+queued=\s*([\d.]+) us", line)
+            if m:
+                how = f"s{m.group(3)}" if m.group(3) != "0" else m.group(2)
+                rows.setdefault(" ".join(m.group(1).split()), {}).setdefault(n, []).append((float(m.group(4)), how))
+    print(f"\n{flush} flush, copy {copy} GB/s: best of 2 rounds, us (splits, or sN: stream kernel with N CTAs) [% of copy]")
+    print("shape | " + " | ".join(names) + " | base/variant")
+    for key, v in rows.items():
+        b, L = int(re.search(r"B=(\d+)", key).group(1)), int(re.search(r"L=(\d+)", key).group(1))
+        gb = 2 * b * 8 * L * 128 * 2 / 1e9
+        best = {n: min(v[n]) for n in names if n in v}
+        cells = [f"{best[n][0]:.1f} ({best[n][1]}) [{100 * gb / (best[n][0] * 1e-6) / copy:.1f}%]" for n in names if n in best]
+        base = best[names[0]][0]
+        print(key, "|", " | ".join(cells), "|", " ".join(f"{base / best[n][0]:.3f}" for n in names[1:] if n in best))
+PY
+if [ "${SDPA:-0}" = 1 ]; then
+  python3 tests/cuda/decode_sdpa_bench.py 2>&1 | grep -E "SDPA-BENCH|device" | tee "$out/sdpa.txt"
+fi
+exit "$rc"
