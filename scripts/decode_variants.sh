@@ -29,17 +29,13 @@ for spec in "$@"; do
   fi
   # shellcheck disable=SC2086
   nvcc $flags $args -Xptxas -v -x cu -c "$src" -o "$obj/v_$name.o" 2> "$obj/ptxas_$name.txt" &
-  # shellcheck disable=SC2086
-  nvcc $flags $args -Xptxas -v -x cu -c src/cuda/decode_stream.cu -o "$obj/s_$name.o" \
-    2> "$obj/ptxas_s_$name.txt" &
 done
 wait
 for name in "${names[@]}"; do
-  cat "$obj/ptxas_$name.txt" "$obj/ptxas_s_$name.txt" \
-    | grep -A2 "decode_split_kernelI13__nv_bfloat16Li128ELb1E\|decode_stream_kernelI13__nv_bfloat16Li128E" \
-    | grep -E "registers|spill" | sed "s/^/[$name] bf16 D128: /"
+  grep -A2 "decode_split_kernelI13__nv_bfloat16Li128ELb1E" "$obj/ptxas_$name.txt" \
+    | grep -E "registers|spill" | sed "s/^/[$name] bf16 D128 TMA kernel: /"
   nvcc $flags $(for f in $shared; do echo "$obj/$(basename "$f").o"; done) "$obj/v_$name.o" \
-    "$obj/s_$name.o" -o "$obj/check_$name" || exit 1
+    -o "$obj/check_$name" || exit 1
 done
 echo "build: $(( $(date +%s) - t0 )) s"
 rc=0
@@ -66,11 +62,10 @@ for flush in ["memset"] + ([extra] if extra else []):
         for line in open(f"{out}/bench_{flush}_{n}.txt"):
             if line.startswith("BENCH copy"):
                 copy = float(re.search(r"([\d.]+) GB/s", line).group(1))
-            m = re.match(r"BENCH \S+\s+(B=\s*\d+\s+L=\d+\s+Sq=\d+ \S+) splits=(\d+).*stream=(\d+)\s+queued=\s*([\d.]+) us", line)
+            m = re.match(r"BENCH \S+\s+(B=\s*\d+\s+L=\d+\s+Sq=\d+ \S+) splits=(\d+).*queued=\s*([\d.]+) us", line)
             if m:
-                how = f"s{m.group(3)}" if m.group(3) != "0" else m.group(2)
-                rows.setdefault(" ".join(m.group(1).split()), {}).setdefault(n, []).append((float(m.group(4)), how))
-    print(f"\n{flush} flush, copy {copy} GB/s: best of 2 rounds, us (splits, or sN: stream kernel with N CTAs) [% of copy]")
+                rows.setdefault(" ".join(m.group(1).split()), {}).setdefault(n, []).append((float(m.group(3)), m.group(2)))
+    print(f"\n{flush} flush, copy {copy} GB/s: best of 2 rounds, us (splits) [% of copy]")
     print("shape | " + " | ".join(names) + " | base/variant")
     for key, v in rows.items():
         b, L = int(re.search(r"B=(\d+)", key).group(1)), int(re.search(r"L=(\d+)", key).group(1))

@@ -113,7 +113,6 @@ PYBIND11_MODULE(_C, m) {
       .FM_FIELD(DecodeParams, scale)
       .FM_FIELD(DecodeParams, dtype)
       .FM_FIELD(DecodeParams, num_splits)
-      .FM_FIELD(DecodeParams, persistent_ctas)
       .FM_FIELD(DecodeParams, workspace_bytes);
 
   const auto release = py::call_guard<py::gil_scoped_release>();

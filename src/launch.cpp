@@ -154,8 +154,6 @@ void validate(const DecodeParams& p) {
   check_arg(std::isfinite(p.scale), "scale", "a finite number", p.scale);
   check_arg(p.num_splits >= 0 && p.num_splits <= 256, "num_splits", "a value in [1, 256] or None",
             p.num_splits);
-  check_arg(p.persistent_ctas >= 0 && p.persistent_ctas <= 65535, "persistent_ctas",
-            "a value in [0, 65535] (set by decode_plan)", p.persistent_ctas);
   check_arg(p.seqlen_new >= 0, "k_new", "a sequence length >= 0", p.seqlen_new);
   check_arg((p.k_new == nullptr) == (p.v_new == nullptr), "v_new",
             "to be given together with k_new", p.v_new ? "v_new without k_new" : "k_new alone");

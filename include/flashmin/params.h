@@ -118,9 +118,6 @@ struct DecodeParams {
   DType dtype = DType::kFloat32;
 
   int64_t num_splits = 0;  // 0: heuristic; the launcher writes the value it used back here
-  // Set by decode_plan when num_splits is left to it: > 0 runs the persistent stream kernel with
-  // this many CTAs (sm_90, fp16/bf16, <= 16 query rows per KV head) instead of the split kernel.
-  int64_t persistent_ctas = 0;
 
   void* workspace = nullptr;  // size from decode_workspace_bytes()
   int64_t workspace_bytes = 0;

@@ -93,44 +93,6 @@ struct DecodeTraits {
   }
 };
 
-// The persistent stream kernel (sm_90, fp16/bf16, <= 16 query rows per KV head; decode_stream.cu):
-// ONE CTA per SM, 7 compute warps + 1 producer warp, a deep TMA pipeline of 32 KB K_j + V_j
-// stages. Every CTA takes an equal share of all key blocks of all (b, h_k) units (stream-K), so
-// no SM idles at the end and no CTA pays a pipeline fill per unit.
-#ifndef FM_DECODE_STREAM_WARPS
-#define FM_DECODE_STREAM_WARPS 7
-#endif
-#ifndef FM_DECODE_STREAM_STAGE_KB
-#define FM_DECODE_STREAM_STAGE_KB 32
-#endif
-template <typename T, int kD>
-struct DecodeStreamTraits : DecodeTraits<T, kD, true> {
-  using Base = DecodeTraits<T, kD, true>;
-  // Compute warps, all on the CTA's one 16-row tile. 7 + the producer = 8 warps, 2 per SM
-  // sub-partition: up to 255 registers each (a 9th warp would cap them at 168).
-  static constexpr int kWarps = FM_DECODE_STREAM_WARPS;
-  static constexpr int kThreads = 32 * (kWarps + 1);
-  static constexpr int kMaxRows = 16;  // query rows per KV head (group * S_q)
-  static constexpr int kBc = FM_DECODE_STREAM_STAGE_KB * 1024 / (2 * kD * int(sizeof(T)));
-  static constexpr int kStageBytes = 2 * kBc * kD * int(sizeof(T));
-  static constexpr int kKeyChunks = kBc / Base::kKeyChunk;  // 16-key chunks per block
-  static constexpr int kOStride = kD + 4;                   // fp32 row stride of the O sum
-  // Shared memory (base 1024-byte aligned): stages | Q_i ring (2 units) | O sum [16][kOStride] |
-  // l sum [2][16] | m [2][warps][16] | bad flags [2] | mbarriers (full, empty per stage; Q full,
-  // Q empty per ring slot).
-  static constexpr int kQBytes = kMaxRows * kD * int(sizeof(T));
-  static constexpr int kFixedBytes = 1024 + 2 * kQBytes + kMaxRows * kOStride * 4 +
-                                     2 * kMaxRows * 4 + 2 * kWarps * kMaxRows * 4 + 16 + 4 * 8;
-  static constexpr int kSmemLimit = 227 * 1024;
-  static constexpr int kStagesFit = (kSmemLimit - kFixedBytes) / (kStageBytes + 16);
-  static constexpr int kStages = kStagesFit < 6 ? kStagesFit : 6;
-  static constexpr int kSmemBytes = kFixedBytes + kStages * (kStageBytes + 16);
-  static_assert(kBc >= 16 && kBc <= 256 && kBc % 16 == 0, "tensor-copy box rows");
-  static_assert(kStages >= 3, "pipeline too shallow");
-};
-// Below this many key blocks per CTA, the stream kernel uses fewer CTAs than SMs.
-constexpr int64_t kDecodeStreamMinBlocksPerCta = 4;
-
 // Splits never get fewer keys than this (the heuristic), so each split amortises its
 // prologue and its partial-output write.
 constexpr int64_t kDecodeMinKeysPerSplit = 256;
@@ -145,8 +107,5 @@ void decode_set_tuning(DecodeCopyMode mode, bool allow_pdl);
 // Tuning / test hook: L2 promotion of the K/V tensor maps, in bytes (0, 64, 128 or 256; default
 // 256: the DRAM fetch covers a whole 256-byte row for a 128-byte box row).
 void decode_set_tma_l2_promotion(int bytes);
-// Tuning / test hook: CTAs of the persistent stream kernel (0: automatic, one per SM up to the
-// work; > 0: exactly this many; < 0: never use the stream kernel).
-void decode_set_stream_ctas(int ctas);
 
 }  // namespace flashmin::cuda

@@ -2,8 +2,8 @@
 // Build and run (no torch):
 //   nvcc -std=c++17 -O3 --expt-relaxed-constexpr -Iinclude -Isrc -gencode
 //   arch=compute_90a,code=sm_90a \
-//     tests/cuda/decode_check.cu src/cuda/decode.cu src/cuda/decode_stream.cu \
-//     src/cuda/tensor_map.cpp src/cuda/cuda_error.cpp -o /tmp/decode_check
+//     tests/cuda/decode_check.cu src/cuda/decode.cu src/cuda/tensor_map.cpp \
+//     src/cuda/cuda_error.cpp -o /tmp/decode_check
 //   /tmp/decode_check          (correctness, then timings; exit code != 0 on any failure)
 //   /tmp/decode_check --no-bench
 //   /tmp/decode_check --bench-only
@@ -126,7 +126,6 @@ double tol_lse(DType t) { return t == DType::kFloat32 ? 1e-4 : 2e-3; }
 
 int g_failures = 0;
 int g_cases = 0;
-bool g_stream = false;  // stream pass: a case's split counts are used as stream-kernel CTA counts
 
 Result run_case(const Case& c) {
   Result res;
@@ -306,8 +305,7 @@ Result run_case(const Case& c) {
   for (int splits : c.splits) {
     ++g_cases;
     DecodeParams pp = p;
-    pp.num_splits = g_stream ? 0 : splits;
-    if (g_stream) flashmin::cuda::decode_set_stream_ctas(splits);
+    pp.num_splits = splits;
     const int64_t ws = flashmin::cuda::decode_plan(pp, sms);
     DevBuf dws{size_t(ws)};
     CK(cudaMemset(dws.p, 0xFF, ws));  // garbage (NaN) workspace
@@ -378,10 +376,10 @@ Result run_case(const Case& c) {
     const bool ok = err_o <= tol_o(dt) && err_l <= tol_lse(dt) && nan_bad == 0 && append_bad == 0 &&
                     diff_first <= tol_o(dt);
     std::printf(
-        "%s %-44s %-4s splits=%-3d(used %3lld, stream CTAs %3lld) max|dO|=%.2e max|dlse|=%.2e "
-        "split-diff=%.2e nan/unwritten=%d append_bad=%d\n",
-        ok ? "PASS" : "FAIL", c.name.c_str(), dname(dt), splits, (long long)pp.num_splits,
-        (long long)pp.persistent_ctas, err_o, err_l, diff_first, nan_bad, append_bad);
+        "%s %-44s %-4s splits=%-3d(used %3lld) max|dO|=%.2e max|dlse|=%.2e split-diff=%.2e "
+        "nan/unwritten=%d append_bad=%d\n",
+        ok ? "PASS" : "FAIL", c.name.c_str(), dname(dt), splits, (long long)pp.num_splits, err_o,
+        err_l, diff_first, nan_bad, append_bad);
     if (!ok) {
       ++g_failures;
       res.ok = false;
@@ -444,7 +442,8 @@ __global__ void read_flush_kernel(const uint4* x, size_t n, uint4* sink) {
 }
 
 void flush_l2(int i) {
-  static const bool read = std::getenv("FM_FLUSH") && std::strcmp(std::getenv("FM_FLUSH"), "read") == 0;
+  static const bool read =
+      std::getenv("FM_FLUSH") && std::strcmp(std::getenv("FM_FLUSH"), "read") == 0;
   if (read) {
     read_flush_kernel<<<1024, 512>>>(static_cast<const uint4*>(g_flush), kFlushBytes / 16 - 1,
                                      static_cast<uint4*>(g_flush) + kFlushBytes / 16 - 1);
@@ -575,11 +574,10 @@ void bench(int B, int L, std::vector<int> split_list, int page_size, int Sq = 1)
     const double bytes = 2.0 * kv_elems * 2;
     const double gbs = bytes / (ms_q * 1e-3) / 1e9;
     std::printf(
-        "BENCH %-8s B=%-3d L=%-6d Sq=%d %-10s splits=%-3lld%s stream=%-3lld queued=%7.1f us K+V "
-        "%7.1f GB/s %5.1f%% of copy | serial=%7.1f us %7.1f GB/s\n",
+        "BENCH %-8s B=%-3d L=%-6d Sq=%d %-10s splits=%-3lld%s queued=%7.1f us K+V %7.1f GB/s "
+        "%5.1f%% of copy | serial=%7.1f us %7.1f GB/s\n",
         g_mode, B, L, Sq, page_size ? ("paged" + std::to_string(page_size)).c_str() : "contiguous",
-        (long long)pp.num_splits, splits == 0 ? "(h)" : "   ", (long long)pp.persistent_ctas,
-        ms_q * 1e3, gbs,
+        (long long)pp.num_splits, splits == 0 ? "(h)" : "   ", ms_q * 1e3, gbs,
         100.0 * gbs / g_copy_gbs, ms_s * 1e3, bytes / (ms_s * 1e-3) / 1e9);
   }
 }
@@ -751,8 +749,8 @@ void correctness_suite() {
       run_case(d);
     }
   }
-  // 10. Many units of uneven lengths (incl. empty ones between non-empty ones): in the stream
-  //     pass, share boundaries fall inside units, on unit boundaries and past empty units.
+  // 10. Many (b, h_k) units of uneven lengths, empty ones between non-empty ones, more splits
+  //     than some sequences have blocks.
   for (DType dt : {DType::kFloat16, DType::kBFloat16}) {
     Case c;
     c.dt = dt;
@@ -813,22 +811,11 @@ int main(int argc, char** argv) {
     const int fail_cp = g_failures;
     if (hopper) {
       flashmin::cuda::decode_set_tuning(DecodeCopyMode::kBulk, true);
-      flashmin::cuda::decode_set_stream_ctas(-1);  // the split kernel only
       std::printf("=== copy path: bulk (sm_90 TMA tensor copies + mbarriers)\n");
       correctness_suite();
     }
-    const int fail_bulk = g_failures - fail_cp;
-    if (hopper) {
-      // The stream kernel: each case's split counts become CTA counts (0: automatic), so share
-      // boundaries fall at many different places in the stream of units.
-      std::printf("=== stream kernel (split counts used as CTA counts)\n");
-      g_stream = true;
-      correctness_suite();
-      g_stream = false;
-      flashmin::cuda::decode_set_stream_ctas(0);
-    }
-    std::printf("correctness: %d checks, %d failures (cp.async %d, bulk %d, stream %d)\n", g_cases,
-                g_failures, fail_cp, fail_bulk, g_failures - fail_cp - fail_bulk);
+    std::printf("correctness: %d checks, %d failures (cp.async %d, bulk %d)\n", g_cases, g_failures,
+                fail_cp, g_failures - fail_cp);
   }
 
   if (do_bench) {

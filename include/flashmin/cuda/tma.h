@@ -65,17 +65,6 @@ __device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
 #endif
 }
 
-// Arrive on `bar` once this thread's earlier cp.async copies have landed (the barrier's count
-// includes this arrival: .noinc).
-__device__ __forceinline__ void cp_async_mbar_arrive(uint64_t* bar) {
-#if FM_HAS_TMA
-  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_addr(bar))
-               : "memory");
-#else
-  __trap();
-#endif
-}
-
 // TMA tiled copy of one box of a 4-D tensor map (coordinates innermost first) into shared
 // memory, counted on `bar` (the whole box, out-of-bounds parts zero-filled, counts as bytes).
 __device__ __forceinline__ void tma_load_4d(void* smem_dst, const CUtensorMap* map, int c0, int c1,
