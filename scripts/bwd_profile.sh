@@ -3,17 +3,14 @@
 # launch per shape: speed of light, warp stall reasons, pipe utilisation. Text reports in $OUT.
 # Usage: scripts/bwd_profile.sh ["D S B H causal" ...] (default: d64/d128/d256 at S = 16k).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 out=${OUT:-gpu_out}
 obj=/tmp/bwd_profile
 mkdir -p "$out" "$obj"
-flags="-std=c++17 -O3 --expt-relaxed-constexpr -Iinclude -Isrc -DFLASHMIN_HAS_SM90A=1 -lineinfo -gencode arch=compute_90a,code=sm_90a"
-for f in tests/cuda/fa2_bwd_check.cu src/cuda/fa2_bwd.cu src/cuda/fa2_bwd_sm90.cu src/cuda/tensor_map.cpp \
-    src/cuda/cuda_error.cpp; do
-  nvcc $flags -x cu -c "$f" -o "$obj/$(basename "$f").o" &
-done
-wait
-nvcc $flags "$obj"/*.o -o "$obj/check" || exit 1
+. scripts/harness_lib.sh
+harness_compile "$obj" -lineinfo tests/cuda/fa2_bwd_check.cu src/cuda/fa2_bwd.cu \
+  src/cuda/fa2_bwd_sm90.cu src/cuda/tensor_map.cpp src/cuda/cuda_error.cpp || exit 1
+harness_link "$obj/check" -lineinfo "$obj"/*.o || exit 1
 shapes=("$@")
 [ ${#shapes[@]} -gt 0 ] || shapes=("64 16384 1 32 0" "128 16384 1 16 0" "256 16384 1 8 0")
 for s in "${shapes[@]}"; do

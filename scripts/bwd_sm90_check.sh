@@ -2,17 +2,15 @@
 # One device call: build the standalone FA2 backward harness (sm_90a), check correctness, time
 # the sm90 (wgmma) and sm80 (mma.sync) families and SDPA flash. Output in $OUT.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 out=${OUT:-gpu_out}
 mkdir -p "$out"
-flags="-std=c++17 -O3 --expt-relaxed-constexpr -Iinclude -Isrc -DFLASHMIN_HAS_SM90A=1 -gencode arch=compute_90a,code=sm_90a"
+. scripts/harness_lib.sh
 t0=$(date +%s)
-for f in tests/cuda/fa2_bwd_check.cu src/cuda/fa2_bwd.cu src/cuda/fa2_bwd_sm90.cu src/cuda/tensor_map.cpp \
-    src/cuda/cuda_error.cpp; do
-  nvcc $flags -x cu -c "$f" -o "/tmp/$(basename "$f").o" &
-done
-wait
-nvcc $flags /tmp/*.o -o /tmp/fa2_bwd_check || exit 1
+obj=/tmp/fa2_bwd_obj
+harness_compile $obj "" tests/cuda/fa2_bwd_check.cu src/cuda/fa2_bwd.cu src/cuda/fa2_bwd_sm90.cu \
+  src/cuda/tensor_map.cpp src/cuda/cuda_error.cpp || exit 1
+harness_link /tmp/fa2_bwd_check "" $obj/*.o || exit 1
 echo "build: $(( $(date +%s) - t0 )) s"
 /tmp/fa2_bwd_check --no-bench 2>&1 | tee "$out/check.txt"
 rc=${PIPESTATUS[0]}

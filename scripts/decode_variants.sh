@@ -5,17 +5,16 @@
 # the file). Env: CHECK="name ..." runs the correctness suite of those variants first; FLUSH=read adds a pass
 # with a read flush (clean L2); SDPA=1 times SDPA flash/cuDNN on the same shapes. Output in $OUT.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 out=${OUT:-gpu_out}
 obj=/tmp/variants_decode
 mkdir -p "$out" "$obj"
-flags="-std=c++17 -O3 --expt-relaxed-constexpr -Iinclude -Isrc -gencode arch=compute_90a,code=sm_90a"
+. scripts/harness_lib.sh
 shared="tests/cuda/decode_check.cu src/cuda/tensor_map.cpp src/cuda/cuda_error.cpp"
 nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 t0=$(date +%s)
-for f in $shared; do
-  nvcc $flags -x cu -c "$f" -o "$obj/$(basename "$f").o" &
-done
+# shellcheck disable=SC2086
+harness_compile "$obj/shared" "" $shared &
 names=()
 for spec in "$@"; do
   name=${spec%%=*}
@@ -28,14 +27,14 @@ for spec in "$@"; do
     args=${args#"@$src"}
   fi
   # shellcheck disable=SC2086
-  nvcc $flags $args -Xptxas -v -x cu -c "$src" -o "$obj/v_$name.o" 2> "$obj/ptxas_$name.txt" &
+  nvcc $HARNESS_FLAGS $args -Xptxas -v -x cu -c "$src" -o "$obj/v_$name.o" \
+    2> "$obj/ptxas_$name.txt" &
 done
 wait
 for name in "${names[@]}"; do
   grep -A2 "decode_split_kernelI13__nv_bfloat16Li128ELb1E" "$obj/ptxas_$name.txt" \
     | grep -E "registers|spill" | sed "s/^/[$name] bf16 D128 TMA kernel: /"
-  nvcc $flags $(for f in $shared; do echo "$obj/$(basename "$f").o"; done) "$obj/v_$name.o" \
-    -o "$obj/check_$name" || exit 1
+  harness_link "$obj/check_$name" "" "$obj"/shared/*.o "$obj/v_$name.o" || exit 1
 done
 echo "build: $(( $(date +%s) - t0 )) s"
 rc=0

@@ -4,17 +4,14 @@
 # family (mma.sync) and SDPA flash. `quick`: only the sm90 family against SDPA flash. Output in
 # $OUT.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 out=${OUT:-gpu_out}
 mkdir -p "$out"
-flags="-std=c++17 -O3 --expt-relaxed-constexpr -Iinclude -Isrc -DFLASHMIN_HAS_SM90A=1 -gencode arch=compute_90a,code=sm_90a"
+. scripts/harness_lib.sh
 t0=$(date +%s)
-mkdir -p /tmp/fwdobj
-for f in tests/cuda/fa2_fwd_check.cu src/cuda/fa2_fwd.cu src/cuda/fa2_fwd_sm90.cu src/cuda/tensor_map.cpp src/cuda/cuda_error.cpp; do
-  nvcc $flags -x cu -c "$f" -o "/tmp/fwdobj/$(basename "$f").o" &
-done
-wait
-nvcc $flags /tmp/fwdobj/*.o -o /tmp/fa2_fwd_check || exit 1
+harness_compile /tmp/fwdobj "" tests/cuda/fa2_fwd_check.cu src/cuda/fa2_fwd.cu \
+  src/cuda/fa2_fwd_sm90.cu src/cuda/tensor_map.cpp src/cuda/cuda_error.cpp || exit 1
+harness_link /tmp/fa2_fwd_check "" /tmp/fwdobj/*.o || exit 1
 echo "build: $(( $(date +%s) - t0 )) s"
 timeout 120 /tmp/fa2_fwd_check --no-bench > "$out/fwd_check.txt" 2>&1
 rc=$?

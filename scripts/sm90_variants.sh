@@ -4,22 +4,21 @@
 # is the baseline; "name=@path/file.cu -DFLAG" compiles that file instead of the current one). Each variant is checked (correctness cases), then timed on the harness grid;
 # prints ms (TFLOP/s) per variant and baseline time / variant time. Output in $OUT.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 kind=$1
 shift
 out=${OUT:-gpu_out}
 obj=/tmp/variants_$kind
 mkdir -p "$out" "$obj"
-flags="-std=c++17 -O3 --expt-relaxed-constexpr -Iinclude -Isrc -DFLASHMIN_HAS_SM90A=1 -gencode arch=compute_90a,code=sm_90a"
+. scripts/harness_lib.sh
 if [ "$kind" = fwd ]; then
   shared="tests/cuda/fa2_fwd_check.cu src/cuda/fa2_fwd.cu src/cuda/tensor_map.cpp src/cuda/cuda_error.cpp"
 else
   shared="tests/cuda/fa2_bwd_check.cu src/cuda/fa2_bwd.cu src/cuda/tensor_map.cpp src/cuda/cuda_error.cpp"
 fi
 t0=$(date +%s)
-for f in $shared; do
-  nvcc $flags -x cu -c "$f" -o "$obj/$(basename "$f").o" &
-done
+# shellcheck disable=SC2086
+harness_compile "$obj/shared" "" $shared &
 names=()
 for spec in "$@"; do
   name=${spec%%=*}
@@ -32,12 +31,11 @@ for spec in "$@"; do
     args=${args#"@$src"}
   fi
   # shellcheck disable=SC2086
-  nvcc $flags $args -x cu -c "$src" -o "$obj/v_$name.o" &
+  nvcc $HARNESS_FLAGS $args -x cu -c "$src" -o "$obj/v_$name.o" &
 done
 wait
 for name in "${names[@]}"; do
-  nvcc $flags $(for f in $shared; do echo "$obj/$(basename "$f").o"; done) "$obj/v_$name.o" \
-    -o "$obj/check_$name" || exit 1
+  harness_link "$obj/check_$name" "" "$obj"/shared/*.o "$obj/v_$name.o" || exit 1
 done
 echo "build: $(( $(date +%s) - t0 )) s"
 rc=0

@@ -278,9 +278,10 @@ __global__ void __launch_bounds__(256) decode_append_kernel(const DecodeParams p
 // ---------------------------------------------------------------------------------------------
 template <typename T, int kD, bool kBulk>
 __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk>::kThreads)
-    decode_split_kernel(const DecodeParams p, const int row_chunks, float* o_part, float* lse_part,
-                        const __grid_constant__ CUtensorMap tm_k,
-                        const __grid_constant__ CUtensorMap tm_v) {
+    __maxnreg__((DecodeTraits<T, kD, kBulk>::kMaxRegs))
+        decode_split_kernel(const DecodeParams p, const int row_chunks, float* o_part,
+                            float* lse_part, const __grid_constant__ CUtensorMap tm_k,
+                            const __grid_constant__ CUtensorMap tm_v) {
   using Tr = DecodeTraits<T, kD, kBulk>;
   constexpr int kBc = Tr::kBc;
   constexpr int kStages = Tr::kStages;

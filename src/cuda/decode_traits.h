@@ -48,6 +48,10 @@ struct DecodeTraits {
   // (FM_DECODE_PRODUCER_WARP=0: thread 0 refills stages between its own blocks instead.)
   static constexpr bool kProducerWarp = kBulk && FM_DECODE_PRODUCER_WARP;
   static constexpr int kThreads = 32 * (kWarps + (kProducerWarp ? 1 : 0));
+  // Register cap: 2 CTAs of 5 warps put 3 warps on some SM sub-partition (16K registers), so
+  // more than 168 registers means 1 CTA/SM. Stated for the tensor-copy kernels with rows <= 256
+  // bytes (the ones that fit twice per SM by shared memory); the others may use 255.
+  static constexpr int kMaxRegs = kNarrow ? 168 : 255;
   static constexpr int kRowTile = 16;               // query rows of one warp (mma M)
   static constexpr int kMaxRows = 64;               // query rows of one CTA (<= 4 row tiles)
   static constexpr int kKeyChunk = 16;              // keys per warp step (mma K of P V)
