@@ -90,7 +90,9 @@ def check_decode_args(q, k_cache, v_cache, cache_seqlens, block_table, k_new, v_
         fail("num_splits", "None or an int in [1, 256]", num_splits)
 
 
-def _decode_impl(q, k_cache, v_cache, k_new, v_new, cache_seqlens, block_table, scale, num_splits):
+def decode_impl(q, k_cache, v_cache, k_new, v_new, cache_seqlens, block_table, scale, num_splits):
+    """The ops' implementation: checks, then plans and launches (also called directly by
+    flash_decode in plain eager mode)."""
     check_decode_args(q, k_cache, v_cache, cache_seqlens, block_table, k_new, v_new, num_splits)
     check_scale(scale)
     q = kernel_ready(q)
@@ -143,7 +145,7 @@ def decode(
     num_splits: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Split-KV decode attention over a (paged) KV cache; returns (out, lse)."""
-    return _decode_impl(
+    return decode_impl(
         q, k_cache, v_cache, None, None, cache_seqlens, block_table, scale, num_splits
     )
 
@@ -167,7 +169,7 @@ def decode_append(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Writes k_new/v_new into the cache at cache_seqlens[b] (in place), then decodes over
     cache_seqlens[b] + S_new keys. cache_seqlens itself is not changed."""
-    return _decode_impl(
+    return decode_impl(
         q, k_cache, v_cache, k_new, v_new, cache_seqlens, block_table, scale, num_splits
     )
 

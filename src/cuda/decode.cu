@@ -29,10 +29,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <map>
+#include <mutex>
+#include <tuple>
 #include <type_traits>
 
 #include "cuda/cuda_api.h"
 #include "cuda/decode_traits.h"
+#include "cuda/device_query.h"
 #include "cuda/tensor_map.h"
 #include "flashmin/cuda/copy.h"
 #include "flashmin/cuda/mma.h"
@@ -730,12 +734,50 @@ DecodeCopyMode g_copy_mode = DecodeCopyMode::kAuto;
 bool g_allow_pdl = true;
 int g_l2_promotion = 256;
 
-bool device_is_hopper_or_newer() {
-  int device = 0, major = 0;
-  FM_CUDA_CHECK(cudaGetDevice(&device));
-  FM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  return major >= 9;
+// Host-side caches. Decode runs once per generated token, so its host path should cost a few
+// microseconds: the shared-memory opt-in and the occupancy query are per (device, kernel,
+// bytes) and are made once, not on every plan and launch.
+std::mutex g_host_cache_mutex;
+std::map<std::pair<int, const void*>, int64_t> g_smem_allowed;         // largest opt-in so far
+std::map<std::tuple<int, const void*, int64_t>, int> g_blocks_per_sm;  // 0: query failed
+
+// Let `kernel` use `smem` bytes of dynamic shared memory on the current device.
+template <class Kernel>
+void allow_dynamic_smem(Kernel* kernel, int64_t smem) {
+  const int device = current_device();
+  std::lock_guard<std::mutex> lock(g_host_cache_mutex);
+  int64_t& allowed = g_smem_allowed[{device, reinterpret_cast<const void*>(kernel)}];
+  if (allowed >= smem) return;
+  FM_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  allowed = smem;
 }
+
+// Resident CTAs per SM of `kernel` (threads, smem) on the current device: the runtime's
+// occupancy query (shared memory, registers and their per-warp allocation granularity); 0 if
+// the query fails.
+template <class Kernel>
+int blocks_per_sm(Kernel* kernel, int threads, int64_t smem) {
+  const int device = current_device();
+  {
+    std::lock_guard<std::mutex> lock(g_host_cache_mutex);
+    const auto it = g_blocks_per_sm.find({device, reinterpret_cast<const void*>(kernel), smem});
+    if (it != g_blocks_per_sm.end()) return it->second;
+  }
+  int blocks = 0;
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) !=
+          cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, size_t(smem)) !=
+          cudaSuccess) {
+    blocks = 0;
+  }
+  (void)cudaGetLastError();
+  std::lock_guard<std::mutex> lock(g_host_cache_mutex);
+  g_blocks_per_sm[{device, reinterpret_cast<const void*>(kernel), smem}] = blocks;
+  return blocks;
+}
+
+bool device_is_hopper_or_newer() { return compute_capability_major(current_device()) >= 9; }
 
 // The tensor-copy (TMA) kernels exist for sm_90+ only.
 bool use_bulk_copy(bool hopper) {
@@ -835,16 +877,9 @@ int64_t decode_plan(DecodeParams& p, int num_sms) {
     // per-warp allocation granularity); an estimate from shared memory alone if it fails.
     const int64_t smem = Tr::smem_bytes(l.rows_cta);
     per_sm = std::clamp<int64_t>((228 * 1024) / (smem + 1024), 1, 16);
-    auto* kernel = decode_split_kernel<T, Tr::kHeadDim, Tr::kBulk>;
-    int blocks = 0;
-    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) ==
-            cudaSuccess &&
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, Tr::kThreads,
-                                                      size_t(smem)) == cudaSuccess &&
-        blocks > 0) {
-      per_sm = blocks;
-    }
-    (void)cudaGetLastError();
+    const int blocks =
+        blocks_per_sm(decode_split_kernel<T, Tr::kHeadDim, Tr::kBulk>, Tr::kThreads, smem);
+    if (blocks > 0) per_sm = blocks;
   });
   if (p.num_splits == 0) {
     // Split the keys only when the (b, h_k, row chunk) CTAs fill less than ~a wave. Then pick
@@ -908,8 +943,7 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
       using TrS = typename decltype(cfg_split)::Traits;
       const int64_t smem = TrS::smem_bytes(l.rows_cta);
       auto* kernel = decode_split_kernel<T, TrS::kHeadDim, TrS::kBulk>;
-      FM_CUDA_CHECK(
-          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+      allow_dynamic_smem(kernel, smem);
       kernel<<<grid, TrS::kThreads, smem, stream>>>(p, int(l.row_chunks), o_part, lse_part, tm_k,
                                                     tm_v);
       FM_CUDA_CHECK(cudaGetLastError());

@@ -178,3 +178,39 @@ def test_decode_cuda_graph_lengths_stay_on_device():
     torch.cuda.synchronize()
     ref, _ = decode_ref(q, kc, vc, lens)
     torch.testing.assert_close(out.double(), ref, atol=3e-2, rtol=3e-2)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_eager_direct_call_matches_op(device):
+    # In plain eager mode flash_decode skips the op's dispatch (host time per token); the result
+    # must be the op's, bit for bit, with and without an append.
+    q = randn(2, 8, 1, 64, dtype=torch.bfloat16, device=device)
+    kc, vc = (randn(2, 2, 128, 64, dtype=torch.bfloat16, device=device) for _ in range(2))
+    lens = torch.tensor([7, 100], dtype=torch.int32, device=device)
+    out, lse = flashmin.flash_decode(q, kc, vc, lens, return_lse=True)
+    out_op, lse_op = torch.ops.flashmin.decode(q, kc, vc, lens, None, None, None)
+    assert torch.equal(out, out_op) and torch.equal(lse, lse_op)
+    kn, vn = (randn(2, 2, 1, 64, dtype=torch.bfloat16, device=device) for _ in range(2))
+    kc2, vc2 = kc.clone(), vc.clone()
+    out = flashmin.flash_decode(q, kc, vc, lens, k_new=kn, v_new=vn)
+    out_op, _ = torch.ops.flashmin.decode_append(q, kc2, vc2, kn, vn, lens, None, None, None)
+    assert torch.equal(out, out_op) and torch.equal(kc, kc2) and torch.equal(vc, vc2)
+
+
+def test_op_used_under_a_dispatch_mode():
+    # A dispatch mode (as profilers, fake tensors and export use) must see the flashmin op.
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    q, kc, vc = randn(1, 2, 1, 32), randn(1, 1, 16, 32), randn(1, 1, 16, 32)
+    with Record() as rec:
+        flashmin.flash_decode(q, kc, vc)
+    assert "flashmin.decode.default" in rec.ops

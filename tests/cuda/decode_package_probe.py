@@ -1,0 +1,79 @@
+"""Device probe of flashmin.flash_decode as the package runs it (not a test): the split count the
+planner picks, do_bench medians (with the 256 MB flush, as python -m flashmin times it), the host
+time per call (launches queued without synchronising), and the GPU time of a CUDA-graph replay
+(no host work). Usage on the GPU machine, after installing the package:
+    python3 tests/cuda/decode_package_probe.py"""
+
+import time
+
+import torch
+import triton.testing
+
+import flashmin
+import flashmin._decode_ops as ops
+
+
+class _Spy:
+    """Stands in for flashmin._C in _decode_ops and remembers the params of the last decode."""
+
+    def __init__(self, real):
+        self.real, self.last = real, None
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def decode(self, p, device, stream):
+        self.last = (p.num_splits, p.workspace_bytes)
+        return self.real.decode(p, device, stream)
+
+
+def main():
+    spy = _Spy(ops._C)
+    ops._C = spy
+    dev = "cuda"
+    print("device:", torch.cuda.get_device_name(), "torch", torch.__version__)
+    for b, length in [(1, 16384), (1, 65536), (8, 8192), (16, 4096), (32, 8192)]:
+        q = torch.randn(b, 32, 1, 128, device=dev, dtype=torch.bfloat16)
+        k = torch.randn(b, 8, length, 128, device=dev, dtype=torch.bfloat16)
+        v = torch.randn_like(k)
+        lens = torch.full((b,), length, dtype=torch.int32, device=dev)
+
+        def call(splits=None):
+            return flashmin.flash_decode(q, k, v, lens, num_splits=splits)
+
+        call()
+        splits, ws = spy.last
+        ms = triton.testing.do_bench(call, warmup=25, rep=100, return_mode="median")
+        ms_fixed = triton.testing.do_bench(
+            lambda: call(splits), warmup=25, rep=100, return_mode="median"
+        )
+        torch.cuda.synchronize()
+        n = 200
+        t0 = time.perf_counter()
+        for _ in range(n):
+            call()
+        host_us = (time.perf_counter() - t0) / n * 1e6
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            torch.ops.flashmin.decode(q, k, v, lens, None, None, None)
+        host_op_us = (time.perf_counter() - t0) / n * 1e6
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            call()
+            with torch.cuda.graph(g):
+                call()
+        torch.cuda.current_stream().wait_stream(s)
+        ms_graph = triton.testing.do_bench(g.replay, warmup=25, rep=100, return_mode="median")
+        print(
+            f"PROBE B={b} L={length} splits={splits} ws={ws} do_bench={ms * 1e3:.1f} us "
+            f"do_bench(num_splits={splits})={ms_fixed * 1e3:.1f} us graph={ms_graph * 1e3:.1f} us "
+            f"host/call={host_us:.1f} us (op only {host_op_us:.1f} us)"
+        )
+
+
+if __name__ == "__main__":
+    main()
