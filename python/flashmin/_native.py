@@ -23,6 +23,8 @@ def kernel_ready(t: torch.Tensor) -> torch.Tensor:
     """The kernels read 16-byte vectors along a contiguous last dim: a tensor that breaks this
     (e.g. a stride-0 gradient from .sum().backward()) is copied once; any other strides are
     passed through untouched."""
+    if t.data_ptr() % 16 == 0 and (t.is_contiguous() and t.shape[-1] * t.element_size() % 16 == 0):
+        return t  # the common case, checked in two calls (host time matters for decode)
     vec = 16 // t.element_size()
     ok = (
         t.stride(-1) == 1
@@ -45,7 +47,9 @@ def softmax_scale(scale: float | None, head_dim: int) -> float:
 
 def device_and_stream(t: torch.Tensor) -> tuple[int, int]:
     if t.device.type == "cuda":
-        return t.device.index, torch.cuda.current_stream(t.device).cuda_stream
+        index = t.device.index
+        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)  # skips building a Stream
+        return index, raw(index) if raw else torch.cuda.current_stream(t.device).cuda_stream
     return -1, 0
 
 

@@ -75,5 +75,60 @@ def main():
         )
 
 
+def host_breakdown(b=8, length=8192):
+    """Host microseconds of each step of decode_impl, timed separately (launches queue up)."""
+    from flashmin import _native
+
+    dev = "cuda"
+    q = torch.randn(b, 32, 1, 128, device=dev, dtype=torch.bfloat16)
+    k = torch.randn(b, 8, length, 128, device=dev, dtype=torch.bfloat16)
+    v = torch.randn_like(k)
+    lens = torch.full((b,), length, dtype=torch.int32, device=dev)
+    real = ops._C.real if isinstance(ops._C, _Spy) else ops._C
+
+    def params():
+        p = real.DecodeParams()
+        p.q, p.q_strides = q.data_ptr(), _native.strides(q)
+        p.k_cache, p.v_cache = k.data_ptr(), v.data_ptr()
+        p.k_cache_strides, p.v_cache_strides = _native.strides(k), _native.strides(v)
+        p.o, p.o_strides = q.data_ptr(), _native.strides(q)
+        p.batch, p.heads_q, p.seqlen_q, p.head_dim, p.heads_kv = b, 32, 1, 128, 8
+        p.cache_seqlens, p.max_seqlen_k = lens.data_ptr(), length
+        p.scale, p.dtype = 0.088, _native.native_dtype(q.dtype)
+        return p
+
+    p = params()
+    ws_bytes = real.decode_plan(p, 0)
+    ws = torch.empty(ws_bytes, dtype=torch.uint8, device=dev)
+    p.workspace, p.workspace_bytes = ws.data_ptr(), ws_bytes
+    steps = {
+        "check_decode_args": lambda: ops.check_decode_args(q, k, v, lens, None, None, None, None),
+        "kernel_ready x3": lambda: [_native.kernel_ready(t) for t in (q, k, v)],
+        "new_output x2": lambda: (
+            _native.new_output(q.shape, q.dtype, q.device),
+            _native.new_output((b, 32, 1), torch.float32, q.device),
+        ),
+        "params (pybind setters)": params,
+        "device_and_stream": lambda: _native.device_and_stream(q),
+        "workspace torch.empty": lambda: torch.empty(ws_bytes, dtype=torch.uint8, device=dev),
+        "decode_plan": lambda: real.decode_plan(params(), 0),
+        "decode (plan check + maps + launches)": lambda: real.decode(p, 0, 0),
+        "decode_impl total": lambda: ops.decode_impl(q, k, v, None, None, lens, None, None, None),
+    }
+    for name, fn in steps.items():
+        for _ in range(20):
+            fn()
+        torch.cuda.synchronize()
+        best = 1e9
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(100):
+                fn()
+            best = min(best, (time.perf_counter() - t0) / 100 * 1e6)
+            torch.cuda.synchronize()
+        print(f"HOST {name:40s} {best:7.1f} us")
+
+
 if __name__ == "__main__":
     main()
+    host_breakdown()
