@@ -90,9 +90,11 @@ def check_decode_args(q, k_cache, v_cache, cache_seqlens, block_table, k_new, v_
         fail("num_splits", "None or an int in [1, 256]", num_splits)
 
 
-def decode_impl(q, k_cache, v_cache, k_new, v_new, cache_seqlens, block_table, scale, num_splits):
+def decode_impl(
+    q, k_cache, v_cache, k_new, v_new, cache_seqlens, block_table, scale, num_splits, want_lse=True
+):
     """The ops' implementation: checks, then plans and launches (also called directly by
-    flash_decode in plain eager mode)."""
+    flash_decode in plain eager mode, where want_lse=False skips the lse output: lse is None)."""
     check_decode_args(q, k_cache, v_cache, cache_seqlens, block_table, k_new, v_new, num_splits)
     check_scale(scale)
     q = kernel_ready(q)
@@ -100,12 +102,14 @@ def decode_impl(q, k_cache, v_cache, k_new, v_new, cache_seqlens, block_table, s
         k_cache, v_cache = kernel_ready(k_cache), kernel_ready(v_cache)
     b, hq, sq, d = q.shape
     out = new_output(q.shape, q.dtype, q.device)
-    lse = new_output((b, hq, sq), torch.float32, q.device)
+    lse = new_output((b, hq, sq), torch.float32, q.device) if want_lse else None
     p = _C.DecodeParams()
     p.q, p.q_strides = q.data_ptr(), strides(q)
     p.k_cache, p.v_cache = k_cache.data_ptr(), v_cache.data_ptr()
     p.k_cache_strides, p.v_cache_strides = strides(k_cache), strides(v_cache)
-    p.o, p.o_strides, p.lse = out.data_ptr(), strides(out), lse.data_ptr()
+    p.o, p.o_strides = out.data_ptr(), strides(out)
+    if lse is not None:
+        p.lse = lse.data_ptr()
     p.batch, p.heads_q, p.seqlen_q, p.head_dim = b, hq, sq, d
     p.heads_kv = k_cache.shape[1]
     if cache_seqlens is not None:

@@ -98,7 +98,7 @@ def flash_decode(
         fail("v_new" if k_new is not None else "k_new", "k_new and v_new together", "one")
     args = (q, k_cache, v_cache, k_new, v_new, cache_seqlens, block_table, scale, num_splits)
     if _eager_plain_call(q, k_cache, v_cache, k_new, v_new, cache_seqlens, block_table):
-        out, lse = _decode_ops.decode_impl(*args)
+        out, lse = _decode_ops.decode_impl(*args, want_lse=return_lse)
     elif k_new is None:
         out, lse = torch.ops.flashmin.decode(
             q, k_cache, v_cache, cache_seqlens, block_table, scale, num_splits
