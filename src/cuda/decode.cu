@@ -741,16 +741,19 @@ std::mutex g_host_cache_mutex;
 std::map<std::pair<int, const void*>, int64_t> g_smem_allowed;         // largest opt-in so far
 std::map<std::tuple<int, const void*, int64_t>, int> g_blocks_per_sm;  // 0: query failed
 
-// Let `kernel` use `smem` bytes of dynamic shared memory on the current device.
+// Raise `kernel`'s dynamic shared-memory limit on the current device to at least `smem` bytes.
+// Never lowers it: a smaller request after a larger one keeps the larger limit, so the cache
+// below always matches the attribute.
 template <class Kernel>
-void allow_dynamic_smem(Kernel* kernel, int64_t smem) {
+cudaError_t raise_dynamic_smem(Kernel* kernel, int64_t smem) {
   const int device = current_device();
   std::lock_guard<std::mutex> lock(g_host_cache_mutex);
   int64_t& allowed = g_smem_allowed[{device, reinterpret_cast<const void*>(kernel)}];
-  if (allowed >= smem) return;
-  FM_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  allowed = smem;
+  if (allowed >= smem) return cudaSuccess;
+  const cudaError_t err =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  if (err == cudaSuccess) allowed = smem;
+  return err;
 }
 
 // Resident CTAs per SM of `kernel` (threads, smem) on the current device: the runtime's
@@ -765,8 +768,7 @@ int blocks_per_sm(Kernel* kernel, int threads, int64_t smem) {
     if (it != g_blocks_per_sm.end()) return it->second;
   }
   int blocks = 0;
-  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) !=
-          cudaSuccess ||
+  if (raise_dynamic_smem(kernel, smem) != cudaSuccess ||
       cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, size_t(smem)) !=
           cudaSuccess) {
     blocks = 0;
@@ -943,7 +945,7 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
       using TrS = typename decltype(cfg_split)::Traits;
       const int64_t smem = TrS::smem_bytes(l.rows_cta);
       auto* kernel = decode_split_kernel<T, TrS::kHeadDim, TrS::kBulk>;
-      allow_dynamic_smem(kernel, smem);
+      FM_CUDA_CHECK(raise_dynamic_smem(kernel, smem));
       kernel<<<grid, TrS::kThreads, smem, stream>>>(p, int(l.row_chunks), o_part, lse_part, tm_k,
                                                     tm_v);
       FM_CUDA_CHECK(cudaGetLastError());
