@@ -48,6 +48,12 @@ def fwd(
     """Attention forward. q: (B, Hq, Sq, D), k/v: (B, Hk, Sk, D) with Hq % Hk == 0.
     Returns out (B, Hq, Sq, D) and lse, float32 (B, Hq, Sq), the natural-log logsumexp of the
     scaled scores. `deterministic` only affects the backward."""
+    return fwd_impl(q, k, v, scale, is_causal, algorithm)
+
+
+def fwd_impl(q, k, v, scale, is_causal, algorithm):
+    """The forward op's implementation (also called directly by flash_attention in plain eager
+    mode when no gradient is needed)."""
     check_qkv(q, k, v)
     check_scale(scale)
     check_algorithm(algorithm)

@@ -27,7 +27,10 @@ def flash_attention(
     top-left aligned (key j visible to query i iff j <= i), as in SDPA. algorithm="fa1" runs the
     FA1 loop order (the teaching baseline); deterministic=True makes the backward bitwise
     reproducible. Returns out, or (out, lse) with lse float32 (B, H, S_q)."""
-    out, lse = torch.ops.flashmin.fwd(q, k, v, scale, is_causal, algorithm, deterministic)
+    if _eager_plain_call(q, k, v):  # no gradient to record: skip the op's dispatch
+        out, lse = _ops.fwd_impl(q, k, v, scale, is_causal, algorithm)
+    else:
+        out, lse = torch.ops.flashmin.fwd(q, k, v, scale, is_causal, algorithm, deterministic)
     return (out, lse) if return_lse else out
 
 
@@ -109,11 +112,11 @@ def flash_decode(
 
 
 def _eager_plain_call(*tensors) -> bool:
-    """Whether flash_decode may call the implementation directly instead of its torch.library
-    op: eager mode with plain tensors, no torch function or dispatch mode active, nothing for
-    autograd to record. The op's dispatch costs about 25 us of host time per call, a large part
-    of a decode step (one call per generated token). Everything else (torch.compile, export,
-    fake or subclass tensors, modes) goes through the op."""
+    """Whether flash_decode / flash_attention may call an op's implementation directly instead
+    of the torch.library op: eager mode with plain tensors, no torch function or dispatch mode
+    active, nothing for autograd to record. The op's dispatch costs about 25 us of host time per
+    call, a large part of a decode step (one call per generated token). Everything else
+    (torch.compile, export, fake or subclass tensors, modes, training) goes through the op."""
     if torch.compiler.is_compiling():
         return False
     try:

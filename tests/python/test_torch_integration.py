@@ -103,3 +103,33 @@ def test_cuda_graph_capture_and_side_stream():
     torch.cuda.synchronize()
     ref, _ = attention_ref(new_q, k, v, None, True)
     assert rel_err(static_out, ref) < 1e-2
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_eager_inference_skips_dispatch_only_where_safe(device):
+    # Without a gradient to record, flash_attention calls the forward's implementation directly
+    # (host time); the result must be the op's bit for bit. With requires_grad the op (and its
+    # autograd) runs, and a dispatch mode always sees the op.
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    q, k, v = sample_inputs(device, requires_grad=False)
+    out, lse = flashmin.flash_attention(q, k, v, is_causal=True, return_lse=True)
+    out_op, lse_op = torch.ops.flashmin.fwd(q, k, v, None, True, "fa2", False)
+    assert torch.equal(out, out_op) and torch.equal(lse, lse_op)
+    with Record() as rec:
+        flashmin.flash_attention(q, k, v)
+    assert "flashmin.fwd.default" in rec.ops
+    q, k, v = sample_inputs(device)
+    out = flashmin.flash_attention(q, k, v)
+    assert out.grad_fn is not None
+    out.sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()
