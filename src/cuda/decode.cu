@@ -31,6 +31,8 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <stdexcept>
+#include <string>
 #include <tuple>
 #include <type_traits>
 
@@ -280,13 +282,13 @@ __global__ void __launch_bounds__(256) decode_append_kernel(const DecodeParams p
 //    o_part == nullptr: write O, lse directly (one split). Otherwise o_part (splits, B*H_q*S_q, D)
 //    and lse_part (splits, B*H_q*S_q) receive this split's normalised O_s and lse_s.
 // ---------------------------------------------------------------------------------------------
-template <typename T, int kD, bool kBulk>
-__global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk>::kThreads)
-    __maxnreg__((DecodeTraits<T, kD, kBulk>::kMaxRegs))
+template <typename T, int kD, bool kBulk, bool kCompact>
+__global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact>::kThreads)
+    __maxnreg__((DecodeTraits<T, kD, kBulk, kCompact>::kMaxRegs))
         decode_split_kernel(const DecodeParams p, const int row_chunks, float* o_part,
                             float* lse_part, const __grid_constant__ CUtensorMap tm_k,
                             const __grid_constant__ CUtensorMap tm_v) {
-  using Tr = DecodeTraits<T, kD, kBulk>;
+  using Tr = DecodeTraits<T, kD, kBulk, kCompact>;
   constexpr int kBc = Tr::kBc;
   constexpr int kStages = Tr::kStages;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -724,10 +726,10 @@ __global__ void __launch_bounds__(kCombineThreads)
 // ---------------------------------------------------------------------------------------------
 // Host side
 // ---------------------------------------------------------------------------------------------
-template <typename T, int kD, bool kBulk>
+template <typename T, int kD, bool kBulk, bool kCompact = false>
 struct Config {
   using Type = T;
-  using Traits = DecodeTraits<T, kD, kBulk>;
+  using Traits = DecodeTraits<T, kD, kBulk, kCompact>;
 };
 
 DecodeCopyMode g_copy_mode = DecodeCopyMode::kAuto;
@@ -784,17 +786,27 @@ bool device_is_hopper_or_newer() { return compute_capability_major(current_devic
 // The tensor-copy (TMA) kernels exist for sm_90+ only.
 bool use_bulk_copy(bool hopper) {
   if (!hopper) return false;
-  return g_copy_mode != DecodeCopyMode::kCpAsync;
+  return g_copy_mode != DecodeCopyMode::kCpAsync && g_copy_mode != DecodeCopyMode::kCompact;
 }
 
-// f(Config<T, kD, kBulk>{}) for the dtype, the decode head-dim bucket and the copy path.
+// The copy path and tile: TMA (sm_90+), or cp.async with the regular tile, or with the compact
+// tile where the device's shared memory per block is too small for the regular one (sm_86/89).
+struct Path {
+  bool bulk = false;
+  bool compact = false;
+};
+
+// f(Config<T, kD, kBulk, kCompact>{}) for the dtype, the decode head-dim bucket and the path.
 template <class F>
-void dispatch_decode(DType dtype, int64_t head_dim, bool bulk, F&& f) {
+void dispatch_decode(DType dtype, int64_t head_dim, Path path, F&& f) {
   auto by_dim = [&](auto type_tag) {
     using T = decltype(type_tag);
     auto by_copy = [&](auto dim_tag) {
       constexpr int kD = decltype(dim_tag)::value;
-      if (bulk) return f(Config<T, kD, true>{});
+      if (path.bulk) return f(Config<T, kD, true>{});
+      if constexpr (kD <= 128) {
+        if (path.compact) return f(Config<T, kD, false, true>{});
+      }
       return f(Config<T, kD, false>{});
     };
     switch (decode_head_dim_bucket(head_dim)) {
@@ -858,6 +870,30 @@ Layout layout(const DecodeParams& p) {
   return l;
 }
 
+// The path for p on the current device. Where the regular cp.async tile exceeds the device's
+// shared memory per block (99 KB on sm_86/89), head dims <= 128 take the compact tile and larger
+// ones raise a clear error.
+Path choose_path(const DecodeParams& p) {
+  Path path;
+  path.bulk = use_bulk_copy(device_is_hopper_or_newer());
+  if (path.bulk) return path;
+  int64_t regular = 0;
+  dispatch_decode(p.dtype, p.head_dim, Path{}, [&](auto cfg) {
+    using Tr = typename decltype(cfg)::Traits;
+    regular = Tr::smem_bytes(layout<Tr>(p).rows_cta);
+  });
+  const int64_t optin = device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, current_device());
+  const bool small_dims = decode_head_dim_bucket(p.head_dim) <= 128;
+  if (regular > optin && !small_dims) {
+    throw std::runtime_error("device: flash_decode with head_dim " + std::to_string(p.head_dim) +
+                             " needs " + std::to_string(regular) +
+                             " bytes of shared memory per block, the device allows " +
+                             std::to_string(optin) + " (head_dim <= 128 runs on it)");
+  }
+  path.compact = small_dims && (regular > optin || g_copy_mode == DecodeCopyMode::kCompact);
+  return path;
+}
+
 }  // namespace
 
 void decode_set_tuning(DecodeCopyMode mode, bool allow_pdl) {
@@ -869,8 +905,7 @@ void decode_set_tma_l2_promotion(int bytes) { g_l2_promotion = bytes; }
 
 int64_t decode_plan(DecodeParams& p, int num_sms) {
   int64_t row_chunks = 1, per_sm = 1;
-  const bool bulk = use_bulk_copy(device_is_hopper_or_newer());
-  dispatch_decode(p.dtype, p.head_dim, bulk, [&](auto cfg) {
+  dispatch_decode(p.dtype, p.head_dim, choose_path(p), [&](auto cfg) {
     using T = typename decltype(cfg)::Type;
     using Tr = typename decltype(cfg)::Traits;
     const Layout l = layout<Tr>(p);
@@ -879,8 +914,8 @@ int64_t decode_plan(DecodeParams& p, int num_sms) {
     // per-warp allocation granularity); an estimate from shared memory alone if it fails.
     const int64_t smem = Tr::smem_bytes(l.rows_cta);
     per_sm = std::clamp<int64_t>((228 * 1024) / (smem + 1024), 1, 16);
-    const int blocks =
-        blocks_per_sm(decode_split_kernel<T, Tr::kHeadDim, Tr::kBulk>, Tr::kThreads, smem);
+    const int blocks = blocks_per_sm(decode_split_kernel<T, Tr::kHeadDim, Tr::kBulk, Tr::kCompact>,
+                                     Tr::kThreads, smem);
     if (blocks > 0) per_sm = blocks;
   });
   if (p.num_splits == 0) {
@@ -918,7 +953,7 @@ int64_t decode_plan(DecodeParams& p, int num_sms) {
 void decode(const DecodeParams& p, cudaStream_t stream) {
   if (p.batch == 0) return;
   const bool hopper = device_is_hopper_or_newer();
-  dispatch_decode(p.dtype, p.head_dim, use_bulk_copy(hopper), [&](auto cfg) {
+  dispatch_decode(p.dtype, p.head_dim, choose_path(p), [&](auto cfg) {
     using T = typename decltype(cfg)::Type;
     using Tr = typename decltype(cfg)::Traits;
     const Layout l = layout<Tr>(p);
@@ -944,7 +979,7 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
     auto launch = [&](auto cfg_split, const CUtensorMap& tm_k, const CUtensorMap& tm_v) {
       using TrS = typename decltype(cfg_split)::Traits;
       const int64_t smem = TrS::smem_bytes(l.rows_cta);
-      auto* kernel = decode_split_kernel<T, TrS::kHeadDim, TrS::kBulk>;
+      auto* kernel = decode_split_kernel<T, TrS::kHeadDim, TrS::kBulk, TrS::kCompact>;
       FM_CUDA_CHECK(raise_dynamic_smem(kernel, smem));
       kernel<<<grid, TrS::kThreads, smem, stream>>>(p, int(l.row_chunks), o_part, lse_part, tm_k,
                                                     tm_v);
@@ -961,7 +996,7 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
     if (tma) {
       launch(Config<T, Tr::kHeadDim, true>{}, tm_k, tm_v);
     } else {
-      launch(Config<T, Tr::kHeadDim, false>{}, tm_k, tm_v);
+      launch(Config<T, Tr::kHeadDim, false, Tr::kCompact>{}, tm_k, tm_v);
     }
 
     // 3. Combine the splits through their lse.

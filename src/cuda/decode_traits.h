@@ -36,9 +36,13 @@ constexpr int decode_head_dim_bucket(int64_t d) { return d <= 64 ? 64 : d <= 128
 #define FM_DECODE_BULK_PIPE_KB 96
 #endif
 
-template <typename T, int kD, bool kBulkCopy>
+template <typename T, int kD, bool kBulkCopy, bool kCompactTile = false>
 struct DecodeTraits {
   static constexpr bool kBulk = kBulkCopy;
+  // Compact tile (cp.async path, head dims <= 128): 2 stages and <= 32 query rows per CTA, so a
+  // CTA fits the 99 KB of shared memory of sm_86/89 parts (bf16 D128: 72.6 KB with <= 16 rows;
+  // the regular tile needs 107 KB). Chosen at run time only where the regular tile does not fit.
+  static constexpr bool kCompact = kCompactTile && !kBulkCopy;
   static constexpr int kHeadDim = kD;  // padded head dim (bucket)
   // Narrow rows take the large-block tensor-copy configuration above; wider rows (and the
   // cp.async path) keep 4 consumer warps with 32 KB stages, 96 KB in flight.
@@ -53,7 +57,7 @@ struct DecodeTraits {
   // bytes (the ones that fit twice per SM by shared memory); the others may use 255.
   static constexpr int kMaxRegs = kNarrow ? 168 : 255;
   static constexpr int kRowTile = 16;               // query rows of one warp (mma M)
-  static constexpr int kMaxRows = 64;               // query rows of one CTA (<= 4 row tiles)
+  static constexpr int kMaxRows = kCompact ? 32 : 64;  // query rows of one CTA (<= 4 row tiles)
   static constexpr int kKeyChunk = 16;              // keys per warp step (mma K of P V)
   static constexpr int kVec = 16 / int(sizeof(T));  // elements per 16-byte vector
   static constexpr int kVecsPerRow = kD / kVec;     // >= 8: the XOR swizzle needs 8
@@ -64,7 +68,8 @@ struct DecodeTraits {
   static constexpr int kStageBytes = 2 * kBc * kD * int(sizeof(T));  // K_j + V_j
   static constexpr int kPipeTarget = kNarrow ? FM_DECODE_BULK_PIPE_KB * 1024 : 96 * 1024;
   static constexpr int kStagesRaw = kPipeTarget / kStageBytes;
-  static constexpr int kStages = kBulk ? (kStagesRaw < 3 ? 3 : kStagesRaw) : 3;  // pipeline depth
+  static constexpr int kStages =
+      kBulk ? (kStagesRaw < 3 ? 3 : kStagesRaw) : (kCompact ? 2 : 3);  // pipeline depth
   // Tensor-copy path: a K_j (or V_j) tile is kDBoxes boxes of [B_c][128 bytes] (128/sizeof(T)
   // head-dim columns each), 128-byte swizzled: 16-byte chunk c of row r sits at chunk c ^ (r % 8).
   static constexpr int kBoxCols = 128 / int(sizeof(T));
@@ -106,7 +111,9 @@ constexpr int64_t kDecodeMaxSplits = 256;
 // the combine kernel uses programmatic dependent launch. Defaults: tensor copies (TMA) and PDL
 // on sm_90+, cp.async elsewhere (and on sm_90 when a tensor map cannot describe the cache).
 // kBulk = the TMA tensor-copy path.
-enum class DecodeCopyMode : int { kAuto = 0, kCpAsync = 1, kBulk = 2 };
+// kCompact: the cp.async path with the compact tile (what sm_86/89 parts run), for tests on
+// larger GPUs; head dims > 128 keep the regular tile there.
+enum class DecodeCopyMode : int { kAuto = 0, kCpAsync = 1, kBulk = 2, kCompact = 3 };
 void decode_set_tuning(DecodeCopyMode mode, bool allow_pdl);
 // Tuning / test hook: L2 promotion of the K/V tensor maps, in bytes (0, 64, 128 or 256; default
 // 256: the DRAM fetch covers a whole 256-byte row for a 128-byte box row).
