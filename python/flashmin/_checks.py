@@ -38,6 +38,13 @@ def check_head_dim(arg: str, d: int) -> None:
         fail(arg, f"a head_dim (last dim) that is a multiple of 8 in [8, {MAX_HEAD_DIM}]", d)
 
 
+def check_bool(name: str, value) -> bool:
+    """True/False, also as 0/1 or a numpy bool (what torch's bool arguments accept)."""
+    if isinstance(value, str) or value not in (True, False):
+        fail(name, "True or False", repr(value))
+    return bool(value)
+
+
 def check_scale(scale: float | None) -> None:
     if scale is None:
         return

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from . import _C
-from ._checks import check_algorithm, check_qkv, check_scale, fail
+from ._checks import check_algorithm, check_bool, check_qkv, check_scale, fail
 from ._native import (
     attach_workspace,
     device_and_stream,
@@ -56,6 +56,7 @@ def fwd_impl(q, k, v, scale, is_causal, algorithm):
     mode when no gradient is needed)."""
     check_qkv(q, k, v)
     check_scale(scale)
+    is_causal = check_bool("is_causal", is_causal)
     check_algorithm(algorithm)
     q, k, v = kernel_ready(q), kernel_ready(k), kernel_ready(v)
     out = new_output(q.shape, q.dtype, q.device)

@@ -47,6 +47,8 @@ CASES = [
     ("rank", lambda: attn(torch.randn(2, 8, 16), *qkv()[1:]), "query", "3-D"),
     ("scale_nan", lambda: attn(*qkv(), scale=float("nan")), "scale", "nan"),
     ("algorithm", lambda: attn(*qkv(), algorithm="fa3"), "algorithm", "'fa3'"),
+    ("is_causal_type", lambda: attn(*qkv(), is_causal="yes"), "is_causal", "got 'yes'"),
+    ("scale_type", lambda: attn(*qkv(), scale="x"), "scale", "str"),
     ("value_head_dim", lambda: sdpa(*qkv()[:2], torch.randn(1, 2, 8, 32)), "value", "got 32"),
     ("not_a_tensor", lambda: sdpa([1.0], *qkv()[1:]), "query", "list"),
     (
