@@ -116,8 +116,9 @@ def _eager_plain_call(*tensors) -> bool:
     of the torch.library op: eager mode with plain tensors, no torch function or dispatch mode
     active, nothing for autograd to record. The op's dispatch costs about 25 us of host time per
     call, a large part of a decode step (one call per generated token). Everything else
-    (torch.compile, export, fake or subclass tensors, modes, training) goes through the op."""
-    if torch.compiler.is_compiling():
+    (torch.compile, export, jit.trace, fake or subclass tensors, modes, training) goes through
+    the op."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():  # graphs must record the op
         return False
     try:
         from torch.utils._python_dispatch import _get_current_dispatch_mode

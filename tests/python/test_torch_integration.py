@@ -133,3 +133,19 @@ def test_eager_inference_skips_dispatch_only_where_safe(device):
     assert out.grad_fn is not None
     out.sum().backward()
     assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
+def test_jit_trace_records_the_ops():
+    # A traced graph must contain the flashmin ops (not the eager shortcut's raw launches), so
+    # that it computes attention for new inputs.
+    q, k, v = sample_inputs("cpu", requires_grad=False)
+    lens = torch.tensor([23, 5], dtype=torch.int32)
+    traced = torch.jit.trace(lambda q, k, v: flashmin.flash_attention(q, k, v), (q, k, v))
+    assert "flashmin::fwd" in str(traced.graph)
+    q2, k2, v2 = sample_inputs("cpu", requires_grad=False)
+    torch.testing.assert_close(traced(q2, k2, v2), flashmin.flash_attention(q2, k2, v2))
+    qd = randn(2, 4, 1, 32)
+    traced = torch.jit.trace(lambda q, k, v, n: flashmin.flash_decode(q, k, v, n), (qd, k, v, lens))
+    assert "flashmin::decode" in str(traced.graph)
+    qd2 = randn(2, 4, 1, 32)
+    torch.testing.assert_close(traced(qd2, k2, v2, lens), flashmin.flash_decode(qd2, k2, v2, lens))
