@@ -102,6 +102,8 @@ def flash_decode(
     args = (q, k_cache, v_cache, k_new, v_new, cache_seqlens, block_table, scale, num_splits)
     if _eager_plain_call(q, k_cache, v_cache, k_new, v_new, cache_seqlens, block_table):
         out, lse = _decode_ops.decode_impl(*args, want_lse=return_lse)
+        if k_new is not None:  # written in place, as the op's schema declares
+            torch.autograd.graph.increment_version((k_cache, v_cache))
     elif k_new is None:
         out, lse = torch.ops.flashmin.decode(
             q, k_cache, v_cache, cache_seqlens, block_table, scale, num_splits

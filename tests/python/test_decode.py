@@ -195,6 +195,10 @@ def test_eager_direct_call_matches_op(device):
     out = flashmin.flash_decode(q, kc, vc, lens, k_new=kn, v_new=vn)
     out_op, _ = torch.ops.flashmin.decode_append(q, kc2, vc2, kn, vn, lens, None, None, None)
     assert torch.equal(out, out_op) and torch.equal(kc, kc2) and torch.equal(vc, vc2)
+    kc3, vc3 = kc.clone(), vc.clone()
+    v3 = kc3._version, vc3._version
+    flashmin.flash_decode(q, kc3, vc3, lens, k_new=kn, v_new=vn)
+    assert kc3._version > v3[0] and vc3._version > v3[1]  # the in-place write is visible
 
 
 def test_op_used_under_a_dispatch_mode():
