@@ -95,3 +95,22 @@ def poison_outputs():
     _native.POISON_OUTPUTS = True
     yield
     _native.POISON_OUTPUTS = False
+
+
+def ops_dispatched(fn):
+    """The names of the aten/custom ops a dispatch mode sees while fn() runs (as profilers, fake
+    tensors and export see them)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Record() as rec:
+        fn()
+    return rec.ops

@@ -7,7 +7,7 @@ import torch
 
 import flashmin
 
-from conftest import DEVICES, attention_ref, randn
+from conftest import DEVICES, attention_ref, ops_dispatched, randn
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
@@ -203,21 +203,8 @@ def test_eager_direct_call_matches_op(device):
 
 def test_op_used_under_a_dispatch_mode():
     # A dispatch mode (as profilers, fake tensors and export use) must see the flashmin op.
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Record(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.ops = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.ops.append(str(func))
-            return func(*args, **(kwargs or {}))
-
     q, kc, vc = randn(1, 2, 1, 32), randn(1, 1, 16, 32), randn(1, 1, 16, 32)
-    with Record() as rec:
-        flashmin.flash_decode(q, kc, vc)
-    assert "flashmin.decode.default" in rec.ops
+    assert "flashmin.decode.default" in ops_dispatched(lambda: flashmin.flash_decode(q, kc, vc))
 
 
 @pytest.mark.parametrize("device", DEVICES)
