@@ -15,21 +15,8 @@ nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 t0=$(date +%s)
 # shellcheck disable=SC2086
 harness_compile "$obj/shared" "" $shared &
-names=()
-for spec in "$@"; do
-  name=${spec%%=*}
-  names+=("$name")
-  args=${spec#*=}
-  src=src/cuda/decode.cu
-  if [ "${args#@}" != "$args" ]; then
-    src=${args%% *}
-    src=${src#@}
-    args=${args#"@$src"}
-  fi
-  # shellcheck disable=SC2086
-  nvcc $HARNESS_FLAGS $args -Xptxas -v -x cu -c "$src" -o "$obj/v_$name.o" \
-    2> "$obj/ptxas_$name.txt" &
-done
+harness_variants "$obj" src/cuda/decode.cu "$@" || exit 1
+names=("${HARNESS_VARIANTS[@]}")
 wait
 for name in "${names[@]}"; do
   grep -A2 "decode_split_kernelI13__nv_bfloat16Li128ELb1E" "$obj/ptxas_$name.txt" \

@@ -27,3 +27,37 @@ harness_link() {
   # shellcheck disable=SC2086
   nvcc $HARNESS_FLAGS $extra "$@" -o "$bin"
 }
+
+# harness_variants OBJ_DIR DEFAULT_SRC "name=FLAGS" ...: compile DEFAULT_SRC with each variant's
+# flags ("name=@path FLAGS": that file instead) into OBJ_DIR/v_<name>.o, in parallel, ptxas -v
+# output in OBJ_DIR/ptxas_<name>.txt (printed if the compile fails); the names, in order, land
+# in HARNESS_VARIANTS. Fails if any compile fails.
+harness_variants() {
+  local dir=$1 default=$2
+  shift 2
+  mkdir -p "$dir"
+  HARNESS_VARIANTS=()
+  local spec name args src i rc=0 pids=()
+  for spec in "$@"; do
+    name=${spec%%=*}
+    args=${spec#*=}
+    src=$default
+    if [ "${args#@}" != "$args" ]; then
+      src=${args%% *}
+      src=${src#@}
+      args=${args#"@$src"}
+    fi
+    HARNESS_VARIANTS+=("$name")
+    # shellcheck disable=SC2086
+    nvcc $HARNESS_FLAGS $args -Xptxas -v -x cu -c "$src" -o "$dir/v_$name.o" \
+      2> "$dir/ptxas_$name.txt" &
+    pids+=($!)
+  done
+  for i in "${!pids[@]}"; do
+    if ! wait "${pids[$i]}"; then
+      cat "$dir/ptxas_${HARNESS_VARIANTS[$i]}.txt"
+      rc=1
+    fi
+  done
+  return $rc
+}

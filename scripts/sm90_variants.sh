@@ -19,20 +19,8 @@ fi
 t0=$(date +%s)
 # shellcheck disable=SC2086
 harness_compile "$obj/shared" "" $shared &
-names=()
-for spec in "$@"; do
-  name=${spec%%=*}
-  names+=("$name")
-  args=${spec#*=}
-  src="src/cuda/fa2_${kind}_sm90.cu"
-  if [ "${args#@}" != "$args" ]; then  # @file: another version of the kernel file
-    src=${args%% *}
-    src=${src#@}
-    args=${args#"@$src"}
-  fi
-  # shellcheck disable=SC2086
-  nvcc $HARNESS_FLAGS $args -x cu -c "$src" -o "$obj/v_$name.o" &
-done
+harness_variants "$obj" "src/cuda/fa2_${kind}_sm90.cu" "$@" || exit 1
+names=("${HARNESS_VARIANTS[@]}")
 wait
 for name in "${names[@]}"; do
   harness_link "$obj/check_$name" "" "$obj"/shared/*.o "$obj/v_$name.o" || exit 1
