@@ -873,9 +873,9 @@ Layout layout(const DecodeParams& p) {
 // The path for p on the current device. Where the regular cp.async tile exceeds the device's
 // shared memory per block (99 KB on sm_86/89), head dims <= 128 take the compact tile and larger
 // ones raise a clear error.
-Path choose_path(const DecodeParams& p) {
+Path choose_path(const DecodeParams& p, bool hopper) {
   Path path;
-  path.bulk = use_bulk_copy(device_is_hopper_or_newer());
+  path.bulk = use_bulk_copy(hopper);
   if (path.bulk) return path;
   int64_t regular = 0;
   dispatch_decode(p.dtype, p.head_dim, Path{}, [&](auto cfg) {
@@ -905,7 +905,7 @@ void decode_set_tma_l2_promotion(int bytes) { g_l2_promotion = bytes; }
 
 int64_t decode_plan(DecodeParams& p, int num_sms) {
   int64_t row_chunks = 1, per_sm = 1;
-  dispatch_decode(p.dtype, p.head_dim, choose_path(p), [&](auto cfg) {
+  dispatch_decode(p.dtype, p.head_dim, choose_path(p, device_is_hopper_or_newer()), [&](auto cfg) {
     using T = typename decltype(cfg)::Type;
     using Tr = typename decltype(cfg)::Traits;
     const Layout l = layout<Tr>(p);
@@ -953,7 +953,7 @@ int64_t decode_plan(DecodeParams& p, int num_sms) {
 void decode(const DecodeParams& p, cudaStream_t stream) {
   if (p.batch == 0) return;
   const bool hopper = device_is_hopper_or_newer();
-  dispatch_decode(p.dtype, p.head_dim, choose_path(p), [&](auto cfg) {
+  dispatch_decode(p.dtype, p.head_dim, choose_path(p, hopper), [&](auto cfg) {
     using T = typename decltype(cfg)::Type;
     using Tr = typename decltype(cfg)::Traits;
     const Layout l = layout<Tr>(p);
