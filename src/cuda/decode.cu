@@ -638,89 +638,95 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact>::kThreads
 
 // ---------------------------------------------------------------------------------------------
 // 3. Combine: one CTA per query row (b, h, t). O = sum_s w_s O_s with w_s = exp(lse_s - lse).
-//    Threads = (split group) x (float4 column); a NaN lse_s (invalid sequence) poisons the row.
+//    Threads = (split group) x (float4 column). Each thread issues the loads of lse_s and O_s for
+//    up to kCombineBatch of its splits before using any of them, so a row costs one memory round
+//    trip per batch: after the split kernel each dependent round trip cost ~2-3 us (H200), which
+//    was most of the combine's time. A thread keeps a running (m, l, O) state over its batches;
+//    the groups are merged through shared memory. A NaN lse_s (invalid sequence) poisons the row.
 // ---------------------------------------------------------------------------------------------
 constexpr int kCombineThreads = 128;
+constexpr int kCombineBatch = 8;
 
 template <typename T>
 __global__ void __launch_bounds__(kCombineThreads)
     decode_combine_kernel(const DecodeParams p, const float* o_part, const float* lse_part,
                           const int num_splits) {
-  __shared__ float lse_s[kDecodeMaxSplits];
-  __shared__ float red_m[kCombineThreads / 32], red_l[kCombineThreads / 32];
+  __shared__ float red_m[kCombineThreads], red_l[kCombineThreads];
   __shared__ float4 red_o[kCombineThreads];
 
-  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int tid = threadIdx.x;
   const int64_t row_id = blockIdx.x;
   const int64_t total_rows = p.batch * p.heads_q * p.seqlen_q;
-  pdl_wait_primary();  // launched early (PDL): the split kernel's results are visible after this
-
-  // lse = log sum_s exp(lse_s): each split is a state (m = lse_s, l = 1), merged NaN-safely.
-  SoftmaxState st = SoftmaxState::empty();
-  bool bad = false;
-  for (int s = tid; s < num_splits; s += kCombineThreads) {
-    const float x = lse_part[s * total_rows + row_id];
-    lse_s[s] = x;
-    if (isnan(x)) {
-      bad = true;
-    } else {
-      float a, c;
-      st.merge({x, x == -INFINITY ? 0.0f : 1.0f}, &a, &c);
-    }
-  }
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) {
-    const SoftmaxState other = {__shfl_xor_sync(0xffffffffu, st.m, off),
-                                __shfl_xor_sync(0xffffffffu, st.l, off)};
-    float a, c;
-    st.merge(other, &a, &c);
-  }
-  if (lane == 0) {
-    red_m[warp] = st.m;
-    red_l[warp] = st.l;
-  }
-  bad = __syncthreads_or(bad);
-  st = SoftmaxState::empty();
-  for (int w = 0; w < kCombineThreads / 32; ++w) {
-    float a, c;
-    st.merge({red_m[w], red_l[w]}, &a, &c);
-  }
-  const float inv_l = st.inv_l();
-
-  // O = sum_s exp(lse_s - m) / l * O_s
   const int vec4 = int(p.head_dim / 4);
   const int groups = kCombineThreads / vec4;  // splits handled side by side
   const int grp = tid / vec4, d4 = tid % vec4;
+  pdl_wait_primary();  // launched early (PDL): the split kernel's results are visible after this
+
+  // Running state of this thread's splits s = grp, grp + groups, ... (natural-log units).
+  SoftmaxState st = SoftmaxState::empty();
   float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  bool bad = false;
   if (grp < groups) {
-    for (int s = grp; s < num_splits; s += groups) {
-      const float x = lse_s[s];
-      if (!(x > -INFINITY)) continue;  // empty split (or NaN): weight 0, O_s never read
-      const float w = expf(x - st.m) * inv_l;
-      const float4 o = ld4(o_part + (s * total_rows + row_id) * p.head_dim + d4 * 4);
-      acc.x += w * o.x;
-      acc.y += w * o.y;
-      acc.z += w * o.z;
-      acc.w += w * o.w;
+    for (int s0 = grp; s0 < num_splits; s0 += groups * kCombineBatch) {
+      float x[kCombineBatch];
+      float4 o[kCombineBatch];
+#pragma unroll
+      for (int k = 0; k < kCombineBatch; ++k) {
+        const int s = s0 + k * groups;
+        x[k] = -INFINITY;
+        o[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (s < num_splits) {  // every split CTA writes all its rows (zeros when empty)
+          x[k] = lse_part[s * total_rows + row_id];
+          o[k] = ld4(o_part + (s * total_rows + row_id) * p.head_dim + d4 * 4);
+        }
+      }
+      float m_new = st.m;
+#pragma unroll
+      for (int k = 0; k < kCombineBatch; ++k) {
+        bad |= isnan(x[k]);
+        if (x[k] > m_new) m_new = x[k];
+      }
+      if (m_new == -INFINITY) continue;  // only empty splits so far
+      const float sc = SoftmaxState::rescale(st.m, m_new);
+      st = {m_new, st.l * sc};
+      acc = make_float4(acc.x * sc, acc.y * sc, acc.z * sc, acc.w * sc);
+#pragma unroll
+      for (int k = 0; k < kCombineBatch; ++k) {
+        if (!(x[k] > -INFINITY)) continue;  // empty split (or NaN): weight 0, O_s unused
+        const float w = expf(x[k] - m_new);
+        st.l += w;
+        acc.x += w * o[k].x;
+        acc.y += w * o[k].y;
+        acc.z += w * o[k].z;
+        acc.w += w * o[k].w;
+      }
     }
   }
+  red_m[tid] = st.m;
+  red_l[tid] = st.l;
   red_o[tid] = acc;
-  __syncthreads();
-  if (grp == 0) {
-    for (int g = 1; g < groups; ++g) {
-      const float4 o = red_o[g * vec4 + d4];
-      acc.x += o.x;
-      acc.y += o.y;
-      acc.z += o.z;
-      acc.w += o.w;
-    }
-    if (bad) acc = make_float4(NAN, NAN, NAN, NAN);
-    const int64_t t = row_id % p.seqlen_q;
-    const int64_t h = (row_id / p.seqlen_q) % p.heads_q;
-    const int64_t b = row_id / p.seqlen_q / p.heads_q;
-    store4(static_cast<T*>(p.o) + offset(p.o_strides, b, h, t) + d4 * 4, acc);
-    if (p.lse != nullptr && d4 == 0) p.lse[row_id] = bad ? NAN : st.lse();
+  bad = __syncthreads_or(bad);
+  if (grp != 0) return;
+
+  // Merge the groups of this column: lse = log sum_g exp(m_g) l_g, O = sum_g exp(m_g) O_g / ...
+  SoftmaxState row = SoftmaxState::empty();
+  acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  for (int g = 0; g < groups; ++g) {
+    const int i = g * vec4 + d4;
+    float a, c;
+    row.merge({red_m[i], red_l[i]}, &a, &c);
+    const float4 o = red_o[i];
+    acc = make_float4(acc.x * a + o.x * c, acc.y * a + o.y * c, acc.z * a + o.z * c,
+                      acc.w * a + o.w * c);
   }
+  const float inv_l = row.inv_l();
+  acc = make_float4(acc.x * inv_l, acc.y * inv_l, acc.z * inv_l, acc.w * inv_l);
+  if (bad) acc = make_float4(NAN, NAN, NAN, NAN);
+  const int64_t t = row_id % p.seqlen_q;
+  const int64_t h = (row_id / p.seqlen_q) % p.heads_q;
+  const int64_t b = row_id / p.seqlen_q / p.heads_q;
+  store4(static_cast<T*>(p.o) + offset(p.o_strides, b, h, t) + d4 * 4, acc);
+  if (p.lse != nullptr && d4 == 0) p.lse[row_id] = bad ? NAN : row.lse();
 }
 
 // ---------------------------------------------------------------------------------------------
