@@ -40,6 +40,7 @@
 #include "cuda/decode_traits.h"
 #include "cuda/device_query.h"
 #include "cuda/tensor_map.h"
+#include "flashmin/cuda/cluster.h"
 #include "flashmin/cuda/copy.h"
 #include "flashmin/cuda/mma.h"
 #include "flashmin/cuda/tma.h"
@@ -282,6 +283,35 @@ __global__ void __launch_bounds__(256) decode_append_kernel(const DecodeParams p
 //    o_part == nullptr: write O, lse directly (one split). Otherwise o_part (splits, B*H_q*S_q, D)
 //    and lse_part (splits, B*H_q*S_q) receive this split's normalised O_s and lse_s.
 // ---------------------------------------------------------------------------------------------
+// Merge kN split partials (O_s normalised, lse_s in natural-log units) into a running state:
+// st.m = max lse_s so far, st.l = sum exp(lse_s - st.m), acc = sum exp(lse_s - st.m) O_s. Empty
+// splits (lse_s = -inf) add nothing; a NaN lse_s (invalid sequence) sets `bad`. Used by the
+// combine kernel and by the cluster merge at the end of the split kernel.
+template <int kN>
+__device__ __forceinline__ void merge_partials(const float (&x)[kN], const float4 (&o)[kN],
+                                               SoftmaxState& st, float4& acc, bool& bad) {
+  float m_new = st.m;
+#pragma unroll
+  for (int k = 0; k < kN; ++k) {
+    bad |= isnan(x[k]);
+    if (x[k] > m_new) m_new = x[k];
+  }
+  if (m_new == -INFINITY) return;  // only empty splits so far
+  const float sc = SoftmaxState::rescale(st.m, m_new);
+  st = {m_new, st.l * sc};
+  acc = make_float4(acc.x * sc, acc.y * sc, acc.z * sc, acc.w * sc);
+#pragma unroll
+  for (int k = 0; k < kN; ++k) {
+    if (!(x[k] > -INFINITY)) continue;  // empty split (or NaN): weight 0, O_s unused
+    const float w = expf(x[k] - m_new);
+    st.l += w;
+    acc.x += w * o[k].x;
+    acc.y += w * o[k].y;
+    acc.z += w * o[k].z;
+    acc.w += w * o[k].w;
+  }
+}
+
 template <typename T, int kD, bool kBulk, bool kCompact>
 __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact>::kThreads)
     __maxnreg__((DecodeTraits<T, kD, kBulk, kCompact>::kMaxRegs))
@@ -596,8 +626,23 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact>::kThreads
   }
   bad = __syncthreads_or(bad);
 
+  // Cluster merge (sm_90; the host launches the splits of a (b, h_k, row chunk) as one cluster
+  // when they are few): each CTA leaves its normalised O_s and lse_s in its own shared memory,
+  // after the O scratch; after a cluster barrier every CTA merges a slice of the rows from all of
+  // them and writes the output. No partials in global memory and no combine kernel, whose
+  // memory round trips after the grid boundary cost ~4 us (H200).
+  const int n_cluster = Tr::kClusterMerge ? cluster_size() : 1;
+  float* Opart = Os + Tr::kWarps * Tr::kRowTile * Tr::kOStride;  // [kMaxRows][kD]
+  float* Lpart = Opart + Tr::kMaxRows * kD;                      // [kMaxRows]
   const int vec4 = head_dim / 4;
   const int64_t total_rows = p.batch * p.heads_q * S_q;
+  // Final O row r, columns [d, d + 4), and its lse.
+  auto write_out = [&](int r, int d, float4 acc, float lse) {
+    const int64_t R = row_begin + r;
+    const int64_t h = hk * group + R / S_q, t = R % S_q;
+    store4(static_cast<T*>(p.o) + offset(p.o_strides, b, h, t) + d, acc);
+    if (p.lse != nullptr && d == 0) p.lse[(b * p.heads_q + h) * S_q + t] = lse;
+  };
   for (int i = tid; i < rows * vec4; i += Tr::kThreads) {
     const int r = i / vec4, d = (i % vec4) * 4;
     const int tile = r / Tr::kRowTile, lr = r % Tr::kRowTile;
@@ -623,15 +668,46 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact>::kThreads
       acc = make_float4(NAN, NAN, NAN, NAN);
       lse = NAN;
     }
-    const int64_t R = row_begin + r;
-    const int64_t h = hk * group + R / S_q, t = R % S_q;
-    const int64_t row_id = (b * p.heads_q + h) * S_q + t;  // index into (B, H_q, S_q)
-    if (o_part == nullptr) {
-      store4(static_cast<T*>(p.o) + offset(p.o_strides, b, h, t) + d, acc);
-      if (p.lse != nullptr && d == 0) p.lse[row_id] = lse;
+    if (n_cluster > 1) {
+      *reinterpret_cast<float4*>(Opart + r * kD + d) = acc;
+      if (d == 0) Lpart[r] = lse;
+    } else if (o_part == nullptr) {
+      write_out(r, d, acc, lse);
     } else {
+      const int64_t R = row_begin + r;
+      const int64_t row_id = (b * p.heads_q + hk * group + R / S_q) * S_q + R % S_q;
       *reinterpret_cast<float4*>(o_part + (split * total_rows + row_id) * p.head_dim + d) = acc;
       if (d == 0) lse_part[split * total_rows + row_id] = lse;
+    }
+  }
+  if constexpr (Tr::kClusterMerge) {
+    if (n_cluster > 1) {
+      cluster_sync();  // every CTA's O_s, lse_s are in its shared memory
+      constexpr int kMaxCluster = kDecodeMaxClusterSplits;
+      for (int i = cluster_rank() * Tr::kThreads + tid; i < rows * vec4;
+           i += n_cluster * Tr::kThreads) {
+        const int r = i / vec4, d = (i % vec4) * 4;
+        float x[kMaxCluster];
+        float4 o[kMaxCluster];
+#pragma unroll
+        for (int q = 0; q < kMaxCluster; ++q) {
+          x[q] = -INFINITY;
+          o[q] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+          if (q < n_cluster) {
+            x[q] = ld_peer_f32(peer_smem(Lpart + r, q));
+            o[q] = ld_peer_f32x4(peer_smem(Opart + r * kD + d, q));
+          }
+        }
+        SoftmaxState st = SoftmaxState::empty();
+        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        bool row_bad = false;
+        merge_partials(x, o, st, acc, row_bad);
+        const float inv_l = st.inv_l();
+        acc = make_float4(acc.x * inv_l, acc.y * inv_l, acc.z * inv_l, acc.w * inv_l);
+        if (row_bad) acc = make_float4(NAN, NAN, NAN, NAN);
+        write_out(r, d, acc, row_bad ? NAN : st.lse());
+      }
+      cluster_sync();  // the peers have finished reading this CTA's shared memory
     }
   }
 }
@@ -680,26 +756,7 @@ __global__ void __launch_bounds__(kCombineThreads)
           o[k] = ld4(o_part + (s * total_rows + row_id) * p.head_dim + d4 * 4);
         }
       }
-      float m_new = st.m;
-#pragma unroll
-      for (int k = 0; k < kCombineBatch; ++k) {
-        bad |= isnan(x[k]);
-        if (x[k] > m_new) m_new = x[k];
-      }
-      if (m_new == -INFINITY) continue;  // only empty splits so far
-      const float sc = SoftmaxState::rescale(st.m, m_new);
-      st = {m_new, st.l * sc};
-      acc = make_float4(acc.x * sc, acc.y * sc, acc.z * sc, acc.w * sc);
-#pragma unroll
-      for (int k = 0; k < kCombineBatch; ++k) {
-        if (!(x[k] > -INFINITY)) continue;  // empty split (or NaN): weight 0, O_s unused
-        const float w = expf(x[k] - m_new);
-        st.l += w;
-        acc.x += w * o[k].x;
-        acc.y += w * o[k].y;
-        acc.z += w * o[k].z;
-        acc.w += w * o[k].w;
-      }
+      merge_partials(x, o, st, acc, bad);
     }
   }
   red_m[tid] = st.m;
@@ -740,6 +797,7 @@ struct Config {
 
 DecodeCopyMode g_copy_mode = DecodeCopyMode::kAuto;
 bool g_allow_pdl = true;
+bool g_allow_cluster = true;
 int g_l2_promotion = 256;
 
 // Host-side caches. Decode runs once per generated token, so its host path should cost a few
@@ -785,6 +843,46 @@ int blocks_per_sm(Kernel* kernel, int threads, int64_t smem) {
   std::lock_guard<std::mutex> lock(g_host_cache_mutex);
   g_blocks_per_sm[{device, reinterpret_cast<const void*>(kernel), smem}] = blocks;
   return blocks;
+}
+
+// Whether launching `ctas` CTAs of `kernel` as clusters of `cluster` CTAs keeps as many resident
+// as a plain launch would (min(ctas, SMs x blocks per SM)): clusters must fit inside one GPC,
+// which can leave slots unused (H200, 2 CTAs/SM of 115 KB: clusters of 4 ran 1.3x slower than the
+// combine). The runtime's answer is cached per (device, kernel, bytes, cluster size).
+std::map<std::tuple<int, const void*, int64_t, int>, int> g_active_clusters;  // 0: query failed
+
+template <class Kernel>
+bool clusters_keep_occupancy(Kernel* kernel, int threads, int64_t smem, int cluster, int64_t ctas) {
+  const int device = current_device();
+  const auto key = std::make_tuple(device, reinterpret_cast<const void*>(kernel), smem, cluster);
+  int clusters = -1;
+  {
+    std::lock_guard<std::mutex> lock(g_host_cache_mutex);
+    const auto it = g_active_clusters.find(key);
+    if (it != g_active_clusters.end()) clusters = it->second;
+  }
+  if (clusters < 0) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(1, unsigned(cluster));
+    cfg.blockDim = dim3(unsigned(threads));
+    cfg.dynamicSmemBytes = size_t(smem);
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = 1;
+    attr[0].val.clusterDim.y = unsigned(cluster);
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    if (raise_dynamic_smem(kernel, smem) != cudaSuccess ||
+        cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) != cudaSuccess) {
+      clusters = 0;
+    }
+    (void)cudaGetLastError();
+    std::lock_guard<std::mutex> lock(g_host_cache_mutex);
+    g_active_clusters[key] = clusters;
+  }
+  const int64_t plain = int64_t(sm_count(device)) * blocks_per_sm(kernel, threads, smem);
+  return clusters > 0 && int64_t(clusters) * cluster >= std::min(ctas, plain);
 }
 
 bool device_is_hopper_or_newer() { return compute_capability_major(current_device()) >= 9; }
@@ -909,6 +1007,8 @@ void decode_set_tuning(DecodeCopyMode mode, bool allow_pdl) {
 
 void decode_set_tma_l2_promotion(int bytes) { g_l2_promotion = bytes; }
 
+void decode_set_cluster_merge(bool allow) { g_allow_cluster = allow; }
+
 int64_t decode_plan(DecodeParams& p, int num_sms) {
   int64_t row_chunks = 1, per_sm = 1;
   dispatch_decode(p.dtype, p.head_dim, choose_path(p, device_is_hopper_or_newer()), [&](auto cfg) {
@@ -974,21 +1074,38 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
 
     // 2. Split-KV attention. The TMA kernel needs tensor maps of both caches; a layout they
     //    cannot describe falls back to the cp.async kernel.
+    //    A few splits (<= kDecodeMaxClusterSplits, tensor-copy path) run as one thread-block
+    //    cluster per (b, h_k, row chunk) and merge in distributed shared memory: no partials,
+    //    no combine. More splits write partials to the workspace for the combine kernel.
     const int64_t splits = std::max<int64_t>(1, p.num_splits);
-    float* o_part = nullptr;
-    float* lse_part = nullptr;
-    if (splits > 1) {
-      o_part = static_cast<float*>(p.workspace);
-      lse_part = o_part + splits * l.total_rows * p.head_dim;
-    }
+    bool combine = false;
     const dim3 grid(unsigned(p.batch * p.heads_kv * l.row_chunks), unsigned(splits));
     auto launch = [&](auto cfg_split, const CUtensorMap& tm_k, const CUtensorMap& tm_v) {
       using TrS = typename decltype(cfg_split)::Traits;
       const int64_t smem = TrS::smem_bytes(l.rows_cta);
       auto* kernel = decode_split_kernel<T, TrS::kHeadDim, TrS::kBulk, TrS::kCompact>;
       FM_CUDA_CHECK(raise_dynamic_smem(kernel, smem));
-      kernel<<<grid, TrS::kThreads, smem, stream>>>(p, int(l.row_chunks), o_part, lse_part, tm_k,
-                                                    tm_v);
+      const bool cluster = TrS::kClusterMerge && splits > 1 && splits <= kDecodeMaxClusterSplits &&
+                           g_allow_cluster &&
+                           clusters_keep_occupancy(kernel, TrS::kThreads, smem, int(splits),
+                                                   int64_t(grid.x) * splits);
+      combine = splits > 1 && !cluster;
+      float* o_part = combine ? static_cast<float*>(p.workspace) : nullptr;
+      float* lse_part = combine ? o_part + splits * l.total_rows * p.head_dim : nullptr;
+      cudaLaunchConfig_t cfg = {};
+      cfg.gridDim = grid;
+      cfg.blockDim = dim3(TrS::kThreads);
+      cfg.dynamicSmemBytes = size_t(smem);
+      cfg.stream = stream;
+      cudaLaunchAttribute attr[1];
+      attr[0].id = cudaLaunchAttributeClusterDimension;
+      attr[0].val.clusterDim.x = 1;
+      attr[0].val.clusterDim.y = unsigned(splits);
+      attr[0].val.clusterDim.z = 1;
+      cfg.attrs = attr;
+      cfg.numAttrs = cluster ? 1 : 0;
+      FM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<DecodeParams>(p),
+                                       int(l.row_chunks), o_part, lse_part, tm_k, tm_v));
       FM_CUDA_CHECK(cudaGetLastError());
     };
     CUtensorMap tm_k{}, tm_v{};
@@ -1006,7 +1123,9 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
     }
 
     // 3. Combine the splits through their lse.
-    if (splits > 1) {
+    if (combine) {
+      const float* o_part = static_cast<const float*>(p.workspace);
+      const float* lse_part = o_part + splits * l.total_rows * p.head_dim;
       // Programmatic dependent launch (sm_90+): the combine is launched while the split kernel's
       // last wave runs and waits on griddepcontrol.wait, hiding the launch gap.
       cudaLaunchConfig_t cfg = {};
@@ -1020,8 +1139,7 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
       cfg.attrs = attr;
       cfg.numAttrs = (hopper && g_allow_pdl) ? 1 : 0;
       FM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, decode_combine_kernel<T>, static_cast<DecodeParams>(p),
-                                       static_cast<const float*>(o_part),
-                                       static_cast<const float*>(lse_part), int(splits)));
+                                       o_part, lse_part, int(splits)));
       FM_CUDA_CHECK(cudaGetLastError());
     }
   });

@@ -56,11 +56,11 @@ struct DecodeTraits {
   // more than 168 registers means 1 CTA/SM. Stated for the tensor-copy kernels with rows <= 256
   // bytes (the ones that fit twice per SM by shared memory); the others may use 255.
   static constexpr int kMaxRegs = kNarrow ? 168 : 255;
-  static constexpr int kRowTile = 16;               // query rows of one warp (mma M)
+  static constexpr int kRowTile = 16;                  // query rows of one warp (mma M)
   static constexpr int kMaxRows = kCompact ? 32 : 64;  // query rows of one CTA (<= 4 row tiles)
-  static constexpr int kKeyChunk = 16;              // keys per warp step (mma K of P V)
-  static constexpr int kVec = 16 / int(sizeof(T));  // elements per 16-byte vector
-  static constexpr int kVecsPerRow = kD / kVec;     // >= 8: the XOR swizzle needs 8
+  static constexpr int kKeyChunk = 16;                 // keys per warp step (mma K of P V)
+  static constexpr int kVec = 16 / int(sizeof(T));     // elements per 16-byte vector
+  static constexpr int kVecsPerRow = kD / kVec;        // >= 8: the XOR swizzle needs 8
   static constexpr int kStageTarget = kNarrow ? FM_DECODE_BULK_STAGE_KB * 1024 : 32 * 1024;
   static constexpr int kBcRaw = kStageTarget / (2 * kD * int(sizeof(T)));
   static constexpr int kBc = kBcRaw < 16 ? 16 : kBcRaw;              // B_c, keys per block
@@ -78,7 +78,15 @@ struct DecodeTraits {
   static constexpr int kVecsPerThread = kBc * kVecsPerRow / kThreads;  // cp.async, per tile
   static constexpr int kOStride = kD + 4;  // fp32 row stride of the O scratch
 
+  // Cluster merge (tensor-copy path with rows <= 256 bytes): the CTA's normalised O_s and lse_s
+  // sit after the epilogue's O scratch, inside the pipeline buffers.
+  static constexpr int64_t kOScratchBytes = int64_t(kWarps) * kRowTile * kOStride * 4;
+  static constexpr int64_t kPartialBytes = int64_t(kMaxRows) * (kD + 1) * 4;
+  static constexpr bool kClusterMerge =
+      kNarrow && kOScratchBytes + kPartialBytes <= int64_t(kStages) * kStageBytes;
+
   static_assert(kVecsPerRow >= 8, "swizzle needs >= 8 vectors per row");
+  static_assert(!kNarrow || kClusterMerge, "the cluster merge fits the narrow configurations");
   static_assert(kD % kBoxCols == 0, "a row is a whole number of 128-byte boxes");
   static_assert(kBc <= 256 && kBc % 16 == 0, "tensor-copy box rows");
   static_assert(kBc % kKeyChunk == 0, "B_c must be a multiple of 16 keys");
@@ -106,6 +114,9 @@ struct DecodeTraits {
 // prologue and its partial-output write.
 constexpr int64_t kDecodeMinKeysPerSplit = 256;
 constexpr int64_t kDecodeMaxSplits = 256;
+// At most this many splits are merged inside a thread-block cluster (sm_90; 8 is the portable
+// cluster size); more go through partials in global memory and the combine kernel.
+constexpr int kDecodeMaxClusterSplits = 8;
 
 // Tuning / test hook (not part of the public API): how K/V reach shared memory and whether
 // the combine kernel uses programmatic dependent launch. Defaults: tensor copies (TMA) and PDL
@@ -118,5 +129,8 @@ void decode_set_tuning(DecodeCopyMode mode, bool allow_pdl);
 // Tuning / test hook: L2 promotion of the K/V tensor maps, in bytes (0, 64, 128 or 256; default
 // 256: the DRAM fetch covers a whole 256-byte row for a 128-byte box row).
 void decode_set_tma_l2_promotion(int bytes);
+// Tuning / test hook: whether a few splits may merge inside a thread-block cluster (default on;
+// off: every split count goes through the combine kernel).
+void decode_set_cluster_merge(bool allow);
 
 }  // namespace flashmin::cuda

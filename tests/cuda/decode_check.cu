@@ -813,6 +813,11 @@ int main(int argc, char** argv) {
       flashmin::cuda::decode_set_tuning(DecodeCopyMode::kBulk, true);
       std::printf("=== copy path: bulk (sm_90 TMA tensor copies + mbarriers)\n");
       correctness_suite();
+      // Every split count through the combine kernel (<= 8 splits merge in a cluster above).
+      flashmin::cuda::decode_set_cluster_merge(false);
+      std::printf("=== copy path: bulk, cluster merge off\n");
+      correctness_suite();
+      flashmin::cuda::decode_set_cluster_merge(true);
     }
     const int fail_bulk = g_failures - fail_cp;
     // The compact cp.async tile (2 stages, <= 32 rows per CTA) that sm_86/89 parts run, forced
