@@ -118,6 +118,8 @@ struct DecodeParams {
   DType dtype = DType::kFloat32;
 
   int64_t num_splits = 0;  // 0: heuristic; the launcher writes the value it used back here
+  // Set by the heuristic (sm_90 decode): 1 = one wide CTA per SM (see DecodeTraits::kWide).
+  int64_t wide_ctas = 0;
 
   void* workspace = nullptr;  // size from decode_workspace_bytes()
   int64_t workspace_bytes = 0;

@@ -312,13 +312,13 @@ __device__ __forceinline__ void merge_partials(const float (&x)[kN], const float
   }
 }
 
-template <typename T, int kD, bool kBulk, bool kCompact>
-__global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact>::kThreads)
-    __maxnreg__((DecodeTraits<T, kD, kBulk, kCompact>::kMaxRegs))
+template <typename T, int kD, bool kBulk, bool kCompact, bool kWide>
+__global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::kThreads)
+    __maxnreg__((DecodeTraits<T, kD, kBulk, kCompact, kWide>::kMaxRegs))
         decode_split_kernel(const DecodeParams p, const int row_chunks, float* o_part,
                             float* lse_part, const __grid_constant__ CUtensorMap tm_k,
                             const __grid_constant__ CUtensorMap tm_v) {
-  using Tr = DecodeTraits<T, kD, kBulk, kCompact>;
+  using Tr = DecodeTraits<T, kD, kBulk, kCompact, kWide>;
   constexpr int kBc = Tr::kBc;
   constexpr int kStages = Tr::kStages;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -683,25 +683,27 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact>::kThreads
   if constexpr (Tr::kClusterMerge) {
     if (n_cluster > 1) {
       cluster_sync();  // every CTA's O_s, lse_s are in its shared memory
-      constexpr int kMaxCluster = kDecodeMaxClusterSplits;
+      constexpr int kBatch = kDecodeClusterBatch;
       for (int i = cluster_rank() * Tr::kThreads + tid; i < rows * vec4;
            i += n_cluster * Tr::kThreads) {
         const int r = i / vec4, d = (i % vec4) * 4;
-        float x[kMaxCluster];
-        float4 o[kMaxCluster];
-#pragma unroll
-        for (int q = 0; q < kMaxCluster; ++q) {
-          x[q] = -INFINITY;
-          o[q] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-          if (q < n_cluster) {
-            x[q] = ld_peer_f32(peer_smem(Lpart + r, q));
-            o[q] = ld_peer_f32x4(peer_smem(Opart + r * kD + d, q));
-          }
-        }
         SoftmaxState st = SoftmaxState::empty();
         float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         bool row_bad = false;
-        merge_partials(x, o, st, acc, row_bad);
+        for (int q0 = 0; q0 < n_cluster; q0 += kBatch) {
+          float x[kBatch];
+          float4 o[kBatch];
+#pragma unroll
+          for (int k = 0; k < kBatch; ++k) {
+            x[k] = -INFINITY;
+            o[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (q0 + k < n_cluster) {
+              x[k] = ld_peer_f32(peer_smem(Lpart + r, q0 + k));
+              o[k] = ld_peer_f32x4(peer_smem(Opart + r * kD + d, q0 + k));
+            }
+          }
+          merge_partials(x, o, st, acc, row_bad);
+        }
         const float inv_l = st.inv_l();
         acc = make_float4(acc.x * inv_l, acc.y * inv_l, acc.z * inv_l, acc.w * inv_l);
         if (row_bad) acc = make_float4(NAN, NAN, NAN, NAN);
@@ -789,10 +791,10 @@ __global__ void __launch_bounds__(kCombineThreads)
 // ---------------------------------------------------------------------------------------------
 // Host side
 // ---------------------------------------------------------------------------------------------
-template <typename T, int kD, bool kBulk, bool kCompact = false>
+template <typename T, int kD, bool kBulk, bool kCompact = false, bool kWide = false>
 struct Config {
   using Type = T;
-  using Traits = DecodeTraits<T, kD, kBulk, kCompact>;
+  using Traits = DecodeTraits<T, kD, kBulk, kCompact, kWide>;
 };
 
 DecodeCopyMode g_copy_mode = DecodeCopyMode::kAuto;
@@ -874,6 +876,8 @@ bool clusters_keep_occupancy(Kernel* kernel, int threads, int64_t smem, int clus
     cfg.attrs = attr;
     cfg.numAttrs = 1;
     if (raise_dynamic_smem(kernel, smem) != cudaSuccess ||
+        (cluster > 8 && cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed,
+                                             1) != cudaSuccess) ||
         cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) != cudaSuccess) {
       clusters = 0;
     }
@@ -898,16 +902,23 @@ bool use_bulk_copy(bool hopper) {
 struct Path {
   bool bulk = false;
   bool compact = false;
+  bool wide = false;  // tensor-copy path: the wide CTA (where the rows are narrow)
 };
 
-// f(Config<T, kD, kBulk, kCompact>{}) for the dtype, the decode head-dim bucket and the path.
+// f(Config<T, kD, kBulk, kCompact, kWide>{}) for the dtype, the decode head-dim bucket and the
+// path.
 template <class F>
 void dispatch_decode(DType dtype, int64_t head_dim, Path path, F&& f) {
   auto by_dim = [&](auto type_tag) {
     using T = decltype(type_tag);
     auto by_copy = [&](auto dim_tag) {
       constexpr int kD = decltype(dim_tag)::value;
-      if (path.bulk) return f(Config<T, kD, true>{});
+      if (path.bulk) {
+        if constexpr (DecodeTraits<T, kD, true, false, true>::kWide) {
+          if (path.wide) return f(Config<T, kD, true, false, true>{});
+        }
+        return f(Config<T, kD, true>{});
+      }
       if constexpr (kD <= 128) {
         if (path.compact) return f(Config<T, kD, false, true>{});
       }
@@ -980,6 +991,7 @@ Layout layout(const DecodeParams& p) {
 Path choose_path(const DecodeParams& p, bool hopper) {
   Path path;
   path.bulk = use_bulk_copy(hopper);
+  path.wide = path.bulk && (p.wide_ctas != 0 || g_copy_mode == DecodeCopyMode::kBulkWide);
   if (path.bulk) return path;
   int64_t regular = 0;
   dispatch_decode(p.dtype, p.head_dim, Path{}, [&](auto cfg) {
@@ -1009,6 +1021,37 @@ void decode_set_tma_l2_promotion(int bytes) { g_l2_promotion = bytes; }
 
 void decode_set_cluster_merge(bool allow) { g_allow_cluster = allow; }
 
+// Wide CTAs (DecodeTraits::kWide; sm_90, rows <= 256 bytes, a contiguous cache or pages of at
+// least a wide block): taken where one wave of one-per-SM CTAs covers the `ctas` columns
+// (>= 90% of the SMs) with at most kDecodeMaxClusterSplits splits per column, merged in a
+// cluster that keeps every CTA resident. Then each SM holds one CTA, the SMs progress evenly
+// and no combine kernel runs; elsewhere (several waves, more splits) the regular 2-CTA/SM tile
+// is faster (H200, docs/kernels_decode.md round 7). Sets *splits.
+bool wide_ctas_fit(const DecodeParams& p, int64_t ctas, int num_sms, int64_t max_splits,
+                   int64_t* splits) {
+  if (!use_bulk_copy(device_is_hopper_or_newer()) || ctas > num_sms) return false;
+  if (g_copy_mode != DecodeCopyMode::kAuto && g_copy_mode != DecodeCopyMode::kBulk) return false;
+  const int64_t s = std::min<int64_t>(num_sms / ctas, max_splits);
+  if (s > kDecodeMaxClusterSplits || ctas * s * 10 < int64_t(num_sms) * 9) return false;
+  Path path;
+  path.bulk = path.wide = true;
+  bool fits = false;
+  dispatch_decode(p.dtype, p.head_dim, path, [&](auto cfg) {
+    using T = typename decltype(cfg)::Type;
+    using Tr = typename decltype(cfg)::Traits;
+    if constexpr (Tr::kWide) {
+      if (p.block_table != nullptr && p.page_size < Tr::kBc) return;
+      const int64_t smem = Tr::smem_bytes(layout<Tr>(p).rows_cta);
+      auto* kernel = decode_split_kernel<T, Tr::kHeadDim, true, false, true>;
+      fits = blocks_per_sm(kernel, Tr::kThreads, smem) >= 1 &&
+             (s == 1 || (g_allow_cluster &&
+                         clusters_keep_occupancy(kernel, Tr::kThreads, smem, int(s), ctas * s)));
+    }
+  });
+  *splits = s;
+  return fits;
+}
+
 int64_t decode_plan(DecodeParams& p, int num_sms) {
   int64_t row_chunks = 1, per_sm = 1;
   dispatch_decode(p.dtype, p.head_dim, choose_path(p, device_is_hopper_or_newer()), [&](auto cfg) {
@@ -1020,8 +1063,9 @@ int64_t decode_plan(DecodeParams& p, int num_sms) {
     // per-warp allocation granularity); an estimate from shared memory alone if it fails.
     const int64_t smem = Tr::smem_bytes(l.rows_cta);
     per_sm = std::clamp<int64_t>((228 * 1024) / (smem + 1024), 1, 16);
-    const int blocks = blocks_per_sm(decode_split_kernel<T, Tr::kHeadDim, Tr::kBulk, Tr::kCompact>,
-                                     Tr::kThreads, smem);
+    const int blocks =
+        blocks_per_sm(decode_split_kernel<T, Tr::kHeadDim, Tr::kBulk, Tr::kCompact, Tr::kWide>,
+                      Tr::kThreads, smem);
     if (blocks > 0) per_sm = blocks;
   });
   if (p.num_splits == 0) {
@@ -1048,6 +1092,12 @@ int64_t decode_plan(DecodeParams& p, int num_sms) {
           break;
         }
       }
+    }
+    p.wide_ctas = 0;
+    int64_t wide_splits = 0;
+    if (wide_ctas_fit(p, ctas, num_sms, max_splits, &wide_splits)) {
+      splits = wide_splits;
+      p.wide_ctas = 1;
     }
     p.num_splits = splits;
   }
@@ -1083,7 +1133,7 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
     auto launch = [&](auto cfg_split, const CUtensorMap& tm_k, const CUtensorMap& tm_v) {
       using TrS = typename decltype(cfg_split)::Traits;
       const int64_t smem = TrS::smem_bytes(l.rows_cta);
-      auto* kernel = decode_split_kernel<T, TrS::kHeadDim, TrS::kBulk, TrS::kCompact>;
+      auto* kernel = decode_split_kernel<T, TrS::kHeadDim, TrS::kBulk, TrS::kCompact, TrS::kWide>;
       FM_CUDA_CHECK(raise_dynamic_smem(kernel, smem));
       const bool cluster = TrS::kClusterMerge && splits > 1 && splits <= kDecodeMaxClusterSplits &&
                            g_allow_cluster &&
@@ -1117,7 +1167,7 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
             make_cache_map<T>(&tm_v, p.v_cache, p.v_cache_strides, p, box_rows);
     }
     if (tma) {
-      launch(Config<T, Tr::kHeadDim, true>{}, tm_k, tm_v);
+      launch(Config<T, Tr::kHeadDim, true, false, Tr::kWide>{}, tm_k, tm_v);
     } else {
       launch(Config<T, Tr::kHeadDim, false, Tr::kCompact>{}, tm_k, tm_v);
     }

@@ -36,7 +36,7 @@ constexpr int decode_head_dim_bucket(int64_t d) { return d <= 64 ? 64 : d <= 128
 #define FM_DECODE_BULK_PIPE_KB 96
 #endif
 
-template <typename T, int kD, bool kBulkCopy, bool kCompactTile = false>
+template <typename T, int kD, bool kBulkCopy, bool kCompactTile = false, bool kWideCta = false>
 struct DecodeTraits {
   static constexpr bool kBulk = kBulkCopy;
   // Compact tile (cp.async path, head dims <= 128): 2 stages and <= 32 query rows per CTA, so a
@@ -47,26 +47,34 @@ struct DecodeTraits {
   // Narrow rows take the large-block tensor-copy configuration above; wider rows (and the
   // cp.async path) keep 4 consumer warps with 32 KB stages, 96 KB in flight.
   static constexpr bool kNarrow = kBulk && kD * int(sizeof(T)) <= 256;
-  static constexpr int kWarps = kNarrow ? FM_DECODE_BULK_WARPS : 4;  // consumer warps
+  // Wide CTA (narrow rows only): 8 consumer warps, 64 KB stages, 192 KB in flight, so one CTA
+  // fills an SM. Chosen by the heuristic where one wave of such CTAs covers the work with <= 16
+  // splits merged in a cluster: the SMs then progress evenly, and no combine kernel runs.
+  static constexpr bool kWide = kWideCta && kNarrow;
+  static constexpr int kWarps = kWide ? 8 : kNarrow ? FM_DECODE_BULK_WARPS : 4;  // consumer warps
   // Tensor-copy path: one extra warp is the producer (issues the TMA copies, never computes).
   // (FM_DECODE_PRODUCER_WARP=0: thread 0 refills stages between its own blocks instead.)
   static constexpr bool kProducerWarp = kBulk && FM_DECODE_PRODUCER_WARP;
   static constexpr int kThreads = 32 * (kWarps + (kProducerWarp ? 1 : 0));
-  // Register cap: 2 CTAs of 5 warps put 3 warps on some SM sub-partition (16K registers), so
-  // more than 168 registers means 1 CTA/SM. Stated for the tensor-copy kernels with rows <= 256
-  // bytes (the ones that fit twice per SM by shared memory); the others may use 255.
+  // Register cap: 2 CTAs of 5 warps (or one wide CTA of 9) put 3 warps on some SM
+  // sub-partition (16K registers), so more than 168 registers means 1 CTA/SM (or no launch).
+  // Stated for the tensor-copy kernels with rows <= 256 bytes; the others may use 255.
   static constexpr int kMaxRegs = kNarrow ? 168 : 255;
   static constexpr int kRowTile = 16;                  // query rows of one warp (mma M)
   static constexpr int kMaxRows = kCompact ? 32 : 64;  // query rows of one CTA (<= 4 row tiles)
   static constexpr int kKeyChunk = 16;                 // keys per warp step (mma K of P V)
   static constexpr int kVec = 16 / int(sizeof(T));     // elements per 16-byte vector
   static constexpr int kVecsPerRow = kD / kVec;        // >= 8: the XOR swizzle needs 8
-  static constexpr int kStageTarget = kNarrow ? FM_DECODE_BULK_STAGE_KB * 1024 : 32 * 1024;
+  static constexpr int kStageTarget = kWide     ? 64 * 1024
+                                      : kNarrow ? FM_DECODE_BULK_STAGE_KB * 1024
+                                                : 32 * 1024;
   static constexpr int kBcRaw = kStageTarget / (2 * kD * int(sizeof(T)));
   static constexpr int kBc = kBcRaw < 16 ? 16 : kBcRaw;              // B_c, keys per block
   static constexpr int kRowStride = kD;                              // elements between Q_i rows
   static constexpr int kStageBytes = 2 * kBc * kD * int(sizeof(T));  // K_j + V_j
-  static constexpr int kPipeTarget = kNarrow ? FM_DECODE_BULK_PIPE_KB * 1024 : 96 * 1024;
+  static constexpr int kPipeTarget = kWide     ? 192 * 1024
+                                     : kNarrow ? FM_DECODE_BULK_PIPE_KB * 1024
+                                               : 96 * 1024;
   static constexpr int kStagesRaw = kPipeTarget / kStageBytes;
   static constexpr int kStages =
       kBulk ? (kStagesRaw < 3 ? 3 : kStagesRaw) : (kCompact ? 2 : 3);  // pipeline depth
@@ -114,9 +122,12 @@ struct DecodeTraits {
 // prologue and its partial-output write.
 constexpr int64_t kDecodeMinKeysPerSplit = 256;
 constexpr int64_t kDecodeMaxSplits = 256;
-// At most this many splits are merged inside a thread-block cluster (sm_90; 8 is the portable
-// cluster size); more go through partials in global memory and the combine kernel.
-constexpr int kDecodeMaxClusterSplits = 8;
+// At most this many splits are merged inside a thread-block cluster (sm_90; above 8, the
+// non-portable cluster sizes: the occupancy gate decides); more go through partials in global
+// memory and the combine kernel.
+constexpr int kDecodeMaxClusterSplits = 16;
+// Cluster merge: splits read per batch of distributed shared-memory loads.
+constexpr int kDecodeClusterBatch = 8;
 
 // Tuning / test hook (not part of the public API): how K/V reach shared memory and whether
 // the combine kernel uses programmatic dependent launch. Defaults: tensor copies (TMA) and PDL
@@ -124,7 +135,9 @@ constexpr int kDecodeMaxClusterSplits = 8;
 // kBulk = the TMA tensor-copy path.
 // kCompact: the cp.async path with the compact tile (what sm_86/89 parts run), for tests on
 // larger GPUs; head dims > 128 keep the regular tile there.
-enum class DecodeCopyMode : int { kAuto = 0, kCpAsync = 1, kBulk = 2, kCompact = 3 };
+// kBulkWide: the tensor-copy path with the wide CTA wherever it exists (narrow rows), whatever
+// the heuristic would choose.
+enum class DecodeCopyMode : int { kAuto = 0, kCpAsync = 1, kBulk = 2, kCompact = 3, kBulkWide = 4 };
 void decode_set_tuning(DecodeCopyMode mode, bool allow_pdl);
 // Tuning / test hook: L2 promotion of the K/V tensor maps, in bytes (0, 64, 128 or 256; default
 // 256: the DRAM fetch covers a whole 256-byte row for a 128-byte box row).

@@ -818,6 +818,11 @@ int main(int argc, char** argv) {
       std::printf("=== copy path: bulk, cluster merge off\n");
       correctness_suite();
       flashmin::cuda::decode_set_cluster_merge(true);
+      // The wide CTA (8 compute warps, 64 KB stages; narrow rows) for every case, whatever the
+      // heuristic would pick.
+      flashmin::cuda::decode_set_tuning(DecodeCopyMode::kBulkWide, true);
+      std::printf("=== copy path: bulk, wide CTA\n");
+      correctness_suite();
     }
     const int fail_bulk = g_failures - fail_cp;
     // The compact cp.async tile (2 stages, <= 32 rows per CTA) that sm_86/89 parts run, forced
