@@ -1,14 +1,15 @@
 // Tile sizes of the Flash-Decoding kernels (src/cuda/decode.cu), in ONE place.
 //
-// One CTA = 4 compute warps (+ 1 producer warp on sm_90) works on one (split, batch b, KV head h_k,
-// chunk of <= 64 query rows). The query rows of a CTA are every (query head of the group, query
-// position) pair that reads K/V head h_k: rows = group_size * S_q, so K/V are read once per group
-// (GQA packing). Each key/value block K_j, V_j (B_c keys) is one pipeline stage of 32 KB in shared
-// memory. kBulk (sm_90): the stage is filled by the Tensor Memory Accelerator: a few tiled tensor
-// copies (cp.async.bulk.tensor, boxes of 128 bytes x B_c rows with the 128-byte swizzle) issued by
-// the producer warp and completing on a "full" mbarrier; warps release a stage on an "empty"
-// mbarrier, so there is no CTA-wide barrier per block. Otherwise (sm_80 path) every thread issues
-// 16-byte cp.async copies into an XOR-swizzled tile.
+// One CTA = 4 compute warps (+ 1 producer warp on sm_90; the wide CTA: 8 compute warps, one CTA
+// per SM) works on one (split, batch b, KV head h_k, chunk of <= 64 query rows). The query rows of
+// a CTA are every (query head of the group, query position) pair that reads K/V head h_k: rows =
+// group_size * S_q, so K/V are read once per group (GQA packing). Each key/value block K_j, V_j
+// (B_c keys) is one pipeline stage of 32 KB (wide CTA: 64 KB) in shared memory. kBulk (sm_90): the
+// stage is filled by the Tensor Memory Accelerator: a few tiled tensor copies
+// (cp.async.bulk.tensor, boxes of 128 bytes x B_c rows with the 128-byte swizzle) issued by the
+// producer warp and completing on a "full" mbarrier; warps release a stage on an "empty" mbarrier,
+// so there is no CTA-wide barrier per block. Otherwise (sm_80 path) every thread issues 16-byte
+// cp.async copies into an XOR-swizzled tile.
 #pragma once
 
 #include <cstdint>
