@@ -876,8 +876,6 @@ bool clusters_keep_occupancy(Kernel* kernel, int threads, int64_t smem, int clus
     cfg.attrs = attr;
     cfg.numAttrs = 1;
     if (raise_dynamic_smem(kernel, smem) != cudaSuccess ||
-        (cluster > 8 && cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed,
-                                             1) != cudaSuccess) ||
         cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) != cudaSuccess) {
       clusters = 0;
     }
@@ -1027,9 +1025,9 @@ void decode_set_cluster_merge(bool allow) { g_allow_cluster = allow; }
 // cluster that keeps every CTA resident. Then each SM holds one CTA, the SMs progress evenly
 // and no combine kernel runs; elsewhere (several waves, more splits) the regular 2-CTA/SM tile
 // is faster (H200, docs/kernels_decode.md round 7). Sets *splits.
-bool wide_ctas_fit(const DecodeParams& p, int64_t ctas, int num_sms, int64_t max_splits,
-                   int64_t* splits) {
-  if (!use_bulk_copy(device_is_hopper_or_newer()) || ctas > num_sms) return false;
+bool wide_ctas_fit(const DecodeParams& p, bool hopper, int64_t ctas, int num_sms,
+                   int64_t max_splits, int64_t* splits) {
+  if (!use_bulk_copy(hopper) || ctas > num_sms) return false;
   if (g_copy_mode != DecodeCopyMode::kAuto && g_copy_mode != DecodeCopyMode::kBulk) return false;
   const int64_t s = std::min<int64_t>(num_sms / ctas, max_splits);
   if (s > kDecodeMaxClusterSplits || ctas * s * 10 < int64_t(num_sms) * 9) return false;
@@ -1054,7 +1052,8 @@ bool wide_ctas_fit(const DecodeParams& p, int64_t ctas, int num_sms, int64_t max
 
 int64_t decode_plan(DecodeParams& p, int num_sms) {
   int64_t row_chunks = 1, per_sm = 1;
-  dispatch_decode(p.dtype, p.head_dim, choose_path(p, device_is_hopper_or_newer()), [&](auto cfg) {
+  const bool hopper = device_is_hopper_or_newer();
+  dispatch_decode(p.dtype, p.head_dim, choose_path(p, hopper), [&](auto cfg) {
     using T = typename decltype(cfg)::Type;
     using Tr = typename decltype(cfg)::Traits;
     const Layout l = layout<Tr>(p);
@@ -1095,7 +1094,7 @@ int64_t decode_plan(DecodeParams& p, int num_sms) {
     }
     p.wide_ctas = 0;
     int64_t wide_splits = 0;
-    if (wide_ctas_fit(p, ctas, num_sms, max_splits, &wide_splits)) {
+    if (wide_ctas_fit(p, hopper, ctas, num_sms, max_splits, &wide_splits)) {
       splits = wide_splits;
       p.wide_ctas = 1;
     }

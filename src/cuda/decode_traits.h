@@ -49,7 +49,7 @@ struct DecodeTraits {
   // cp.async path) keep 4 consumer warps with 32 KB stages, 96 KB in flight.
   static constexpr bool kNarrow = kBulk && kD * int(sizeof(T)) <= 256;
   // Wide CTA (narrow rows only): 8 consumer warps, 64 KB stages, 192 KB in flight, so one CTA
-  // fills an SM. Chosen by the heuristic where one wave of such CTAs covers the work with <= 16
+  // fills an SM. Chosen by the heuristic where one wave of such CTAs covers the work with <= 8
   // splits merged in a cluster: the SMs then progress evenly, and no combine kernel runs.
   static constexpr bool kWide = kWideCta && kNarrow;
   static constexpr int kWarps = kWide ? 8 : kNarrow ? FM_DECODE_BULK_WARPS : 4;  // consumer warps
@@ -123,10 +123,9 @@ struct DecodeTraits {
 // prologue and its partial-output write.
 constexpr int64_t kDecodeMinKeysPerSplit = 256;
 constexpr int64_t kDecodeMaxSplits = 256;
-// At most this many splits are merged inside a thread-block cluster (sm_90; above 8, the
-// non-portable cluster sizes: the occupancy gate decides); more go through partials in global
-// memory and the combine kernel.
-constexpr int kDecodeMaxClusterSplits = 16;
+// At most this many splits are merged inside a thread-block cluster (sm_90; 8 is the portable
+// cluster size); more go through partials in global memory and the combine kernel.
+constexpr int kDecodeMaxClusterSplits = 8;
 // Cluster merge: splits read per batch of distributed shared-memory loads.
 constexpr int kDecodeClusterBatch = 8;
 
