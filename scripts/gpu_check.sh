@@ -3,7 +3,7 @@
 # then the benchmark. Usage: scripts/gpu_check.sh [all|tests|bench|quick] [extra bench args]
 # Results land in $OUT (or ./gpu_out when run by hand).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 mode=${1:-all}
 shift || true
 out=${OUT:-gpu_out}

