@@ -283,6 +283,10 @@ __global__ void __launch_bounds__(256) decode_append_kernel(const DecodeParams p
 //    o_part == nullptr: write O, lse directly (one split). Otherwise o_part (splits, B*H_q*S_q, D)
 //    and lse_part (splits, B*H_q*S_q) receive this split's normalised O_s and lse_s.
 // ---------------------------------------------------------------------------------------------
+// Split partials loaded per batch before merge_partials uses them (the combine's global loads,
+// the cluster merge's distributed shared-memory loads): one memory round trip per batch.
+constexpr int kMergeBatch = 8;
+
 // Merge kN split partials (O_s normalised, lse_s in natural-log units) into a running state:
 // st.m = max lse_s so far, st.l = sum exp(lse_s - st.m), acc = sum exp(lse_s - st.m) O_s. Empty
 // splits (lse_s = -inf) add nothing; a NaN lse_s (invalid sequence) sets `bad`. Used by the
@@ -683,7 +687,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::k
   if constexpr (Tr::kClusterMerge) {
     if (n_cluster > 1) {
       cluster_sync();  // every CTA's O_s, lse_s are in its shared memory
-      constexpr int kBatch = kDecodeClusterBatch;
+      constexpr int kBatch = kMergeBatch;
       for (int i = cluster_rank() * Tr::kThreads + tid; i < rows * vec4;
            i += n_cluster * Tr::kThreads) {
         const int r = i / vec4, d = (i % vec4) * 4;
@@ -717,13 +721,12 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::k
 // ---------------------------------------------------------------------------------------------
 // 3. Combine: one CTA per query row (b, h, t). O = sum_s w_s O_s with w_s = exp(lse_s - lse).
 //    Threads = (split group) x (float4 column). Each thread issues the loads of lse_s and O_s for
-//    up to kCombineBatch of its splits before using any of them, so a row costs one memory round
+//    up to kMergeBatch of its splits before using any of them, so a row costs one memory round
 //    trip per batch: after the split kernel each dependent round trip cost ~2-3 us (H200), which
 //    was most of the combine's time. A thread keeps a running (m, l, O) state over its batches;
 //    the groups are merged through shared memory. A NaN lse_s (invalid sequence) poisons the row.
 // ---------------------------------------------------------------------------------------------
 constexpr int kCombineThreads = 128;
-constexpr int kCombineBatch = 8;
 
 template <typename T>
 __global__ void __launch_bounds__(kCombineThreads)
@@ -745,11 +748,11 @@ __global__ void __launch_bounds__(kCombineThreads)
   float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   bool bad = false;
   if (grp < groups) {
-    for (int s0 = grp; s0 < num_splits; s0 += groups * kCombineBatch) {
-      float x[kCombineBatch];
-      float4 o[kCombineBatch];
+    for (int s0 = grp; s0 < num_splits; s0 += groups * kMergeBatch) {
+      float x[kMergeBatch];
+      float4 o[kMergeBatch];
 #pragma unroll
-      for (int k = 0; k < kCombineBatch; ++k) {
+      for (int k = 0; k < kMergeBatch; ++k) {
         const int s = s0 + k * groups;
         x[k] = -INFINITY;
         o[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
@@ -824,66 +827,76 @@ cudaError_t raise_dynamic_smem(Kernel* kernel, int64_t smem) {
   return err;
 }
 
+// The value cached under `key`, or query() stored there on a miss (the query runs outside the
+// lock; two threads racing on a miss store the same answer).
+template <class Map, class Query>
+typename Map::mapped_type cached(Map& cache, const typename Map::key_type& key, Query&& query) {
+  {
+    std::lock_guard<std::mutex> lock(g_host_cache_mutex);
+    const auto it = cache.find(key);
+    if (it != cache.end()) return it->second;
+  }
+  const typename Map::mapped_type value = query();
+  std::lock_guard<std::mutex> lock(g_host_cache_mutex);
+  cache[key] = value;
+  return value;
+}
+
 // Resident CTAs per SM of `kernel` (threads, smem) on the current device: the runtime's
 // occupancy query (shared memory, registers and their per-warp allocation granularity); 0 if
 // the query fails.
 template <class Kernel>
 int blocks_per_sm(Kernel* kernel, int threads, int64_t smem) {
-  const int device = current_device();
-  {
-    std::lock_guard<std::mutex> lock(g_host_cache_mutex);
-    const auto it = g_blocks_per_sm.find({device, reinterpret_cast<const void*>(kernel), smem});
-    if (it != g_blocks_per_sm.end()) return it->second;
-  }
-  int blocks = 0;
-  if (raise_dynamic_smem(kernel, smem) != cudaSuccess ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, size_t(smem)) !=
-          cudaSuccess) {
-    blocks = 0;
-  }
-  (void)cudaGetLastError();
-  std::lock_guard<std::mutex> lock(g_host_cache_mutex);
-  g_blocks_per_sm[{device, reinterpret_cast<const void*>(kernel), smem}] = blocks;
-  return blocks;
+  const auto key = std::make_tuple(current_device(), reinterpret_cast<const void*>(kernel), smem);
+  return cached(g_blocks_per_sm, key, [&] {
+    int blocks = 0;
+    if (raise_dynamic_smem(kernel, smem) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, size_t(smem)) !=
+            cudaSuccess) {
+      blocks = 0;
+    }
+    (void)cudaGetLastError();
+    return blocks;
+  });
+}
+
+// The launch attribute that groups the `cluster` splits (grid y) of a column into one cluster.
+cudaLaunchAttribute split_cluster_attribute(int cluster) {
+  cudaLaunchAttribute attr = {};
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = 1;
+  attr.val.clusterDim.y = unsigned(cluster);
+  attr.val.clusterDim.z = 1;
+  return attr;
 }
 
 // Whether launching `ctas` CTAs of `kernel` as clusters of `cluster` CTAs keeps as many resident
 // as a plain launch would (min(ctas, SMs x blocks per SM)): clusters must fit inside one GPC,
 // which can leave slots unused (H200, 2 CTAs/SM of 115 KB: clusters of 4 ran 1.3x slower than the
-// combine). The runtime's answer is cached per (device, kernel, bytes, cluster size).
-std::map<std::tuple<int, const void*, int64_t, int>, int> g_active_clusters;  // 0: query failed
+// combine). The runtime's answers (resident clusters, and the plain launch's resident CTAs) are
+// cached per (device, kernel, bytes, cluster size).
+std::map<std::tuple<int, const void*, int64_t, int>, std::pair<int, int64_t>> g_active_clusters;
 
 template <class Kernel>
 bool clusters_keep_occupancy(Kernel* kernel, int threads, int64_t smem, int cluster, int64_t ctas) {
   const int device = current_device();
   const auto key = std::make_tuple(device, reinterpret_cast<const void*>(kernel), smem, cluster);
-  int clusters = -1;
-  {
-    std::lock_guard<std::mutex> lock(g_host_cache_mutex);
-    const auto it = g_active_clusters.find(key);
-    if (it != g_active_clusters.end()) clusters = it->second;
-  }
-  if (clusters < 0) {
+  const auto [clusters, plain] = cached(g_active_clusters, key, [&] {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(1, unsigned(cluster));
     cfg.blockDim = dim3(unsigned(threads));
     cfg.dynamicSmemBytes = size_t(smem);
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = 1;
-    attr[0].val.clusterDim.y = unsigned(cluster);
-    attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
+    cudaLaunchAttribute attr = split_cluster_attribute(cluster);
+    cfg.attrs = &attr;
     cfg.numAttrs = 1;
+    int n = 0;
     if (raise_dynamic_smem(kernel, smem) != cudaSuccess ||
-        cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) != cudaSuccess) {
-      clusters = 0;
+        cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) != cudaSuccess) {
+      n = 0;  // query failed: no cluster launch
     }
     (void)cudaGetLastError();
-    std::lock_guard<std::mutex> lock(g_host_cache_mutex);
-    g_active_clusters[key] = clusters;
-  }
-  const int64_t plain = int64_t(sm_count(device)) * blocks_per_sm(kernel, threads, smem);
+    return std::make_pair(n, int64_t(sm_count(device)) * blocks_per_sm(kernel, threads, smem));
+  });
   return clusters > 0 && int64_t(clusters) * cluster >= std::min(ctas, plain);
 }
 
@@ -1146,12 +1159,8 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
       cfg.blockDim = dim3(TrS::kThreads);
       cfg.dynamicSmemBytes = size_t(smem);
       cfg.stream = stream;
-      cudaLaunchAttribute attr[1];
-      attr[0].id = cudaLaunchAttributeClusterDimension;
-      attr[0].val.clusterDim.x = 1;
-      attr[0].val.clusterDim.y = unsigned(splits);
-      attr[0].val.clusterDim.z = 1;
-      cfg.attrs = attr;
+      cudaLaunchAttribute attr = split_cluster_attribute(int(splits));
+      cfg.attrs = &attr;
       cfg.numAttrs = cluster ? 1 : 0;
       FM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<DecodeParams>(p),
                                        int(l.row_chunks), o_part, lse_part, tm_k, tm_v));

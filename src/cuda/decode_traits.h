@@ -126,8 +126,6 @@ constexpr int64_t kDecodeMaxSplits = 256;
 // At most this many splits are merged inside a thread-block cluster (sm_90; 8 is the portable
 // cluster size); more go through partials in global memory and the combine kernel.
 constexpr int kDecodeMaxClusterSplits = 8;
-// Cluster merge: splits read per batch of distributed shared-memory loads.
-constexpr int kDecodeClusterBatch = 8;
 
 // Tuning / test hook (not part of the public API): how K/V reach shared memory and whether
 // the combine kernel uses programmatic dependent launch. Defaults: tensor copies (TMA) and PDL
