@@ -3,7 +3,8 @@
 # in tests/cuda/decode_check.cu. Usage: scripts/decode_variants.sh "name=-DFLAG=1 ..." ...
 # (the first variant is the baseline; "name=@path/decode.cu -DFLAG" compiles another version of
 # the file). Env: CHECK="name ..." runs the correctness suite of those variants first; FLUSH=read adds a pass
-# with a read flush (clean L2); SDPA=1 times SDPA flash/cuDNN on the same shapes. Output in $OUT.
+# with a read flush (clean L2); SDPA=1 times SDPA flash/cuDNN on the same shapes; NCU="name ..."
+# prints ncu's speed-of-light lines of those variants (below). Output in $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 out=${OUT:-gpu_out}
@@ -61,6 +62,15 @@ for flush in ["memset"] + ([extra] if extra else []):
         base = best[names[0]][0]
         print(key, "|", " | ".join(cells), "|", " ".join(f"{base / best[n][0]:.3f}" for n in names[1:] if n in best))
 PY
+# NCU="name ..." (with NCU_SHAPE="B L", default "32 8192"): ncu speed-of-light and memory lines
+# of those variants' split kernel on one shape.
+for name in ${NCU:-}; do
+  echo "== ncu $name (${NCU_SHAPE:-32 8192})"
+  # shellcheck disable=SC2086
+  timeout 120 ncu --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis \
+    -k regex:decode_split --launch-skip 5 --launch-count 1 "$obj/check_$name" --bench-only \
+    --shape ${NCU_SHAPE:-32 8192} 2>&1 | grep -E "^\s+(Duration|DRAM Throughput|L2 Cache Throughput|L2 Hit Rate|Memory Throughput +T|SM Frequency)"
+done
 if [ "${SDPA:-0}" = 1 ]; then
   python3 tests/cuda/decode_sdpa_bench.py 2>&1 | grep -E "SDPA-BENCH|device" | tee "$out/sdpa.txt"
 fi

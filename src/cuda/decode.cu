@@ -803,7 +803,10 @@ struct Config {
 DecodeCopyMode g_copy_mode = DecodeCopyMode::kAuto;
 bool g_allow_pdl = true;
 bool g_allow_cluster = true;
-int g_l2_promotion = 256;
+#ifndef FM_DECODE_L2_PROMO  // default L2 promotion of the K/V maps (decode_traits.h)
+#define FM_DECODE_L2_PROMO 128
+#endif
+int g_l2_promotion = FM_DECODE_L2_PROMO;
 
 // Host-side caches. Decode runs once per generated token, so its host path should cost a few
 // microseconds: the shared-memory opt-in and the occupancy query are per (device, kernel,

@@ -36,6 +36,13 @@ constexpr int decode_head_dim_bucket(int64_t d) { return d <= 64 ? 64 : d <= 128
 #ifndef FM_DECODE_BULK_PIPE_KB
 #define FM_DECODE_BULK_PIPE_KB 96
 #endif
+// The wide CTA's bytes in flight, and the fewest stages a tensor-copy pipeline may have.
+#ifndef FM_DECODE_WIDE_PIPE_KB
+#define FM_DECODE_WIDE_PIPE_KB 192
+#endif
+#ifndef FM_DECODE_BULK_MIN_STAGES
+#define FM_DECODE_BULK_MIN_STAGES 3
+#endif
 
 template <typename T, int kD, bool kBulkCopy, bool kCompactTile = false, bool kWideCta = false>
 struct DecodeTraits {
@@ -73,12 +80,13 @@ struct DecodeTraits {
   static constexpr int kBc = kBcRaw < 16 ? 16 : kBcRaw;              // B_c, keys per block
   static constexpr int kRowStride = kD;                              // elements between Q_i rows
   static constexpr int kStageBytes = 2 * kBc * kD * int(sizeof(T));  // K_j + V_j
-  static constexpr int kPipeTarget = kWide     ? 192 * 1024
+  static constexpr int kPipeTarget = kWide     ? FM_DECODE_WIDE_PIPE_KB * 1024
                                      : kNarrow ? FM_DECODE_BULK_PIPE_KB * 1024
                                                : 96 * 1024;
   static constexpr int kStagesRaw = kPipeTarget / kStageBytes;
   static constexpr int kStages =
-      kBulk ? (kStagesRaw < 3 ? 3 : kStagesRaw) : (kCompact ? 2 : 3);  // pipeline depth
+      kBulk ? (kStagesRaw < FM_DECODE_BULK_MIN_STAGES ? FM_DECODE_BULK_MIN_STAGES : kStagesRaw)
+            : (kCompact ? 2 : 3);  // pipeline depth
   // Tensor-copy path: a K_j (or V_j) tile is kDBoxes boxes of [B_c][128 bytes] (128/sizeof(T)
   // head-dim columns each), 128-byte swizzled: 16-byte chunk c of row r sits at chunk c ^ (r % 8).
   static constexpr int kBoxCols = 128 / int(sizeof(T));
@@ -95,7 +103,8 @@ struct DecodeTraits {
       kNarrow && kOScratchBytes + kPartialBytes <= int64_t(kStages) * kStageBytes;
 
   static_assert(kVecsPerRow >= 8, "swizzle needs >= 8 vectors per row");
-  static_assert(!kNarrow || kClusterMerge, "the cluster merge fits the narrow configurations");
+  static_assert(!kNarrow || kClusterMerge || FM_DECODE_BULK_PIPE_KB < 96,
+                "the cluster merge fits the narrow configurations");
   static_assert(kD % kBoxCols == 0, "a row is a whole number of 128-byte boxes");
   static_assert(kBc <= 256 && kBc % 16 == 0, "tensor-copy box rows");
   static_assert(kBc % kKeyChunk == 0, "B_c must be a multiple of 16 keys");
@@ -138,7 +147,9 @@ constexpr int kDecodeMaxClusterSplits = 8;
 enum class DecodeCopyMode : int { kAuto = 0, kCpAsync = 1, kBulk = 2, kCompact = 3, kBulkWide = 4 };
 void decode_set_tuning(DecodeCopyMode mode, bool allow_pdl);
 // Tuning / test hook: L2 promotion of the K/V tensor maps, in bytes (0, 64, 128 or 256; default
-// 256: the DRAM fetch covers a whole 256-byte row for a 128-byte box row).
+// 128, the box row width: promoting to 256 B also fetched the other half of each 256-byte row
+// ahead of its own box, a quarter of the L2 lookups became hits on those lines, and the 1 GB
+// shapes ran 3-6% slower (H200, session 7)).
 void decode_set_tma_l2_promotion(int bytes);
 // Tuning / test hook: whether a few splits may merge inside a thread-block cluster (default on;
 // off: every split count goes through the combine kernel).

@@ -840,6 +840,11 @@ int main(int argc, char** argv) {
     flashmin::cuda::decode_set_tuning(hopper ? DecodeCopyMode::kBulk : DecodeCopyMode::kCpAsync,
                                       true);
     g_mode = hopper ? "bulk" : "cp.async";
+    if (argc > 3 && std::strcmp(argv[2], "--shape") == 0) {  // one shape (for ncu): B L [splits]
+      bench(std::atoi(argv[3]), std::atoi(argv[4]), {argc > 5 ? std::atoi(argv[5]) : 0}, 0);
+      CK(cudaFree(g_flush));
+      return g_failures == 0 ? 0 : 1;
+    }
     if (argc > 2 && std::strcmp(argv[2], "--quick") == 0) {  // the heuristic on the main shapes
       for (int rep = 0; rep < 2; ++rep) {
         bench(1, 16384, {0}, 0);
