@@ -895,7 +895,7 @@ int main(int argc, char** argv) {
           bench(8, 8192, {4}, 0);
           bench(32, 8192, {1}, 0);
         }
-        flashmin::cuda::decode_set_tma_l2_promotion(256);
+        flashmin::cuda::decode_set_tma_l2_promotion(128);  // the default
       }
     }
     CK(cudaFree(g_flush));
