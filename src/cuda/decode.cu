@@ -562,7 +562,9 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::k
           }
         }
 
-        // m_i = max(m_i, rowmax(S_ij)),  P_ij = exp2(S_ij - m_i),  l_i = e^(..) l_i + rowsum(P)
+        // m_i = max(m_i, rowmax(S_ij)),  P_ij = exp2(S_ij - m_i),  l_i = e^(..) l_i + rowsum(P);
+        // O_i is rescaled once for both row halves, and not at all when no row maximum moved.
+        float alpha[2];
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           float mx =
@@ -570,7 +572,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::k
           mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
           mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
           const float m_new = fmaxf(m_i[h], mx);
-          const float alpha = m_i[h] == -INFINITY ? 0.0f : fast_exp2(m_i[h] - m_new);
+          alpha[h] = m_i[h] == -INFINITY ? 0.0f : fast_exp2(m_i[h] - m_new);
           const float m_ref = m_new == -INFINITY ? 0.0f : m_new;  // fully masked row: P = 0
           float row_sum = 0.0f;
 #pragma unroll
@@ -581,12 +583,16 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::k
               row_sum += S[nt][2 * h + e];
             }
           }
-          l_i[h] = l_i[h] * alpha + row_sum;
+          l_i[h] = l_i[h] * alpha[h] + row_sum;
           m_i[h] = m_new;
+        }
+        if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
 #pragma unroll
           for (int nd = 0; nd < kD / 8; ++nd) {
-            O[nd][2 * h] *= alpha;
-            O[nd][2 * h + 1] *= alpha;
+            O[nd][0] *= alpha[0];
+            O[nd][1] *= alpha[0];
+            O[nd][2] *= alpha[1];
+            O[nd][3] *= alpha[1];
           }
         }
 
