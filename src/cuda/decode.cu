@@ -391,7 +391,30 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::k
   auto load_kv = [&](int64_t blk, int stage) {
     T* Ks = KVs + stage * 2 * kBc * kD;
     T* Vs = Ks + kBc * kD;
-    if constexpr (kBulk) {
+    if constexpr (Tr::kLdgstsProducer) {
+      // Experiment: the producer warp's 32 lanes copy the stage in 16-byte pieces (a warp
+      // instruction covers 512 contiguous bytes of a contiguous cache) into the TMA layout;
+      // keys >= L and head-dim columns >= D are zero-filled, not read.
+      for (int i = lane; i < kBc * Tr::kVecsPerRow; i += 32) {
+        const int r = i / Tr::kVecsPerRow, v = i % Tr::kVecsPerRow;
+        const int64_t key = blk * kBc + r;
+        bool ok = key < L && v * Tr::kVec < head_dim;
+        const T* k_src = k_cache;
+        const T* v_src = v_cache;
+        if (ok) {
+          int64_t sl, ps;
+          ok = locate_key(p, b, key, log2_page, &sl, &ps);
+          bad |= !ok;
+          if (ok) {
+            k_src = k_cache + offset(p.k_cache_strides, sl, hk, ps) + v * Tr::kVec;
+            v_src = v_cache + offset(p.v_cache_strides, sl, hk, ps) + v * Tr::kVec;
+          }
+        }
+        cp_async_16(Ks + kv_off<Tr>(r, v), k_src, ok);
+        cp_async_16(Vs + kv_off<Tr>(r, v), v_src, ok);
+      }
+      cp_async_mbar_arrive_noinc(&full_bar[stage]);
+    } else if constexpr (kBulk) {
       constexpr int kMaxSub = kBc / 16;  // page_size >= 16
       const int sub_rows = p.block_table ? int(min(int64_t(kBc), p.page_size)) : kBc;
       const int n_sub = kBc / sub_rows;
@@ -454,11 +477,13 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::k
   if constexpr (kBulk) {
     if (Tr::kProducerWarp ? (is_producer && lane == 0) : tid == 0) {
       for (int s = 0; s < kStages; ++s) {
-        mbar_init(&full_bar[s], 1);
+        mbar_init(&full_bar[s], Tr::kLdgstsProducer ? 32 : 1);
         mbar_init(&empty_bar[s], Tr::kWarps);
       }
-      for (int s = 0; s < kStages; ++s) {
-        if (blk_begin + s < blk_end) load_kv(blk_begin + s, s);
+      if constexpr (!Tr::kLdgstsProducer) {
+        for (int s = 0; s < kStages; ++s) {
+          if (blk_begin + s < blk_end) load_kv(blk_begin + s, s);
+        }
       }
     }
   }
@@ -474,6 +499,15 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::k
   }
   if constexpr (kBulk) {
     cp_async_commit();
+    if constexpr (Tr::kLdgstsProducer) {
+      // After Q_i's group is committed, so that waiting for it does not wait for these copies.
+      __syncwarp();  // lane 0's mbarrier initialisation is visible to the producer's lanes
+      if (is_producer) {
+        for (int s = 0; s < kStages; ++s) {
+          if (blk_begin + s < blk_end) load_kv(blk_begin + s, s);
+        }
+      }
+    }
     cp_async_wait<0>();
     __syncthreads();  // Q_i and the mbarrier initialisation are visible to every thread
   } else {
@@ -498,7 +532,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::k
   if (is_producer) {
     // Producer (tensor-copy path): as soon as every consumer warp has released the stage of
     // block blk - kStages, refill it with block blk. Never waits on a consumer otherwise.
-    if (lane == 0) {
+    if (Tr::kLdgstsProducer || lane == 0) {
       for (int64_t blk = blk_begin + kStages; blk < blk_end; ++blk) {
         const int it = int(blk - blk_begin), stage = it % kStages;
         mbar_wait(&empty_bar[stage], ((it / kStages) - 1) & 1);

@@ -40,6 +40,12 @@ constexpr int decode_head_dim_bucket(int64_t d) { return d <= 64 ? 64 : d <= 128
 #ifndef FM_DECODE_WIDE_PIPE_KB
 #define FM_DECODE_WIDE_PIPE_KB 128
 #endif
+// Experiment (session 7, not yet run on a GPU): the producer warp fills the stages with 16-byte
+// cp.async copies from all 32 lanes (completion counted on the "full" mbarrier) instead of TMA
+// tensor copies, in the same swizzled layout; everything else unchanged.
+#ifndef FM_DECODE_PRODUCER_LDGSTS
+#define FM_DECODE_PRODUCER_LDGSTS 0
+#endif
 #ifndef FM_DECODE_BULK_MIN_STAGES
 #define FM_DECODE_BULK_MIN_STAGES 3
 #endif
@@ -64,6 +70,7 @@ struct DecodeTraits {
   // (FM_DECODE_PRODUCER_WARP=0: thread 0 refills stages between its own blocks instead.)
   static constexpr bool kProducerWarp = kBulk && FM_DECODE_PRODUCER_WARP;
   static constexpr int kThreads = 32 * (kWarps + (kProducerWarp ? 1 : 0));
+  static constexpr bool kLdgstsProducer = kProducerWarp && FM_DECODE_PRODUCER_LDGSTS;
   // Register cap: 2 CTAs of 5 warps (or one wide CTA of 9) put 3 warps on some SM
   // sub-partition (16K registers), so more than 168 registers means 1 CTA/SM (or no launch).
   // Stated for the tensor-copy kernels with rows <= 256 bytes; the others may use 255.

@@ -56,6 +56,17 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
 #endif
 }
 
+// Arrive once on this phase when every cp.async this thread issued so far has landed (the
+// arrival counts towards the barrier's expected count: .noinc).
+__device__ __forceinline__ void cp_async_mbar_arrive_noinc(uint64_t* bar) {
+#if FM_HAS_TMA
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_addr(bar))
+               : "memory");
+#else
+  __trap();
+#endif
+}
+
 // Plain arrive (a consumer releases a stage).
 __device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
 #if FM_HAS_TMA
