@@ -40,14 +40,14 @@ constexpr int decode_head_dim_bucket(int64_t d) { return d <= 64 ? 64 : d <= 128
 #ifndef FM_DECODE_WIDE_PIPE_KB
 #define FM_DECODE_WIDE_PIPE_KB 128
 #endif
+#ifndef FM_DECODE_BULK_MIN_STAGES
+#define FM_DECODE_BULK_MIN_STAGES 3
+#endif
 // Experiment (session 7, not yet run on a GPU): the producer warp fills the stages with 16-byte
 // cp.async copies from all 32 lanes (completion counted on the "full" mbarrier) instead of TMA
 // tensor copies, in the same swizzled layout; everything else unchanged.
 #ifndef FM_DECODE_PRODUCER_LDGSTS
 #define FM_DECODE_PRODUCER_LDGSTS 0
-#endif
-#ifndef FM_DECODE_BULK_MIN_STAGES
-#define FM_DECODE_BULK_MIN_STAGES 3
 #endif
 
 template <typename T, int kD, bool kBulkCopy, bool kCompactTile = false, bool kWideCta = false>
