@@ -392,26 +392,29 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::k
     T* Ks = KVs + stage * 2 * kBc * kD;
     T* Vs = Ks + kBc * kD;
     if constexpr (Tr::kLdgstsProducer) {
-      // Experiment: the producer warp's 32 lanes copy the stage in 16-byte pieces (a warp
-      // instruction covers 512 contiguous bytes of a contiguous cache) into the TMA layout;
-      // keys >= L and head-dim columns >= D are zero-filled, not read.
-      for (int i = lane; i < kBc * Tr::kVecsPerRow; i += 32) {
-        const int r = i / Tr::kVecsPerRow, v = i % Tr::kVecsPerRow;
+      // Experiment: the producer warp's 32 lanes copy the stage in 16-byte pieces into the TMA
+      // layout, kLanesPerRow lanes per row (a warp instruction covers 512 contiguous bytes of
+      // bf16 D128 rows); one page lookup and address per row; keys >= L and head-dim columns
+      // >= D are zero-filled, not read.
+      constexpr int kLanesPerRow = Tr::kVecsPerRow < 32 ? Tr::kVecsPerRow : 32;
+      constexpr int kRowsPerPass = 32 / kLanesPerRow;
+      const int v0 = lane % kLanesPerRow;
+#pragma unroll 4
+      for (int r = lane / kLanesPerRow; r < kBc; r += kRowsPerPass) {
         const int64_t key = blk * kBc + r;
-        bool ok = key < L && v * Tr::kVec < head_dim;
-        const T* k_src = k_cache;
-        const T* v_src = v_cache;
-        if (ok) {
-          int64_t sl, ps;
-          ok = locate_key(p, b, key, log2_page, &sl, &ps);
-          bad |= !ok;
-          if (ok) {
-            k_src = k_cache + offset(p.k_cache_strides, sl, hk, ps) + v * Tr::kVec;
-            v_src = v_cache + offset(p.v_cache_strides, sl, hk, ps) + v * Tr::kVec;
-          }
+        int64_t sl = 0, ps = 0;
+        bool row_ok = key < L;
+        if (row_ok) {
+          row_ok = locate_key(p, b, key, log2_page, &sl, &ps);
+          bad |= !row_ok;
         }
-        cp_async_16(Ks + kv_off<Tr>(r, v), k_src, ok);
-        cp_async_16(Vs + kv_off<Tr>(r, v), v_src, ok);
+        const T* k_row = k_cache + offset(p.k_cache_strides, sl, hk, ps);
+        const T* v_row = v_cache + offset(p.v_cache_strides, sl, hk, ps);
+        for (int v = v0; v < Tr::kVecsPerRow; v += kLanesPerRow) {
+          const bool ok = row_ok && v * Tr::kVec < head_dim;
+          cp_async_16(Ks + kv_off<Tr>(r, v), ok ? k_row + v * Tr::kVec : k_cache, ok);
+          cp_async_16(Vs + kv_off<Tr>(r, v), ok ? v_row + v * Tr::kVec : v_cache, ok);
+        }
       }
       cp_async_mbar_arrive_noinc(&full_bar[stage]);
     } else if constexpr (kBulk) {
