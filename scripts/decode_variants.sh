@@ -4,7 +4,8 @@
 # (the first variant is the baseline; "name=@path/decode.cu -DFLAG" compiles another version of
 # the file). Env: CHECK="name ..." runs the correctness suite of those variants first; FLUSH=read adds a pass
 # with a read flush (clean L2); SDPA=1 times SDPA flash/cuDNN on the same shapes; NCU="name ..."
-# prints ncu's speed-of-light lines of those variants (below). Output in $OUT.
+# prints ncu's speed-of-light lines of those variants, TIMELINE="name ..." their per-CTA
+# timeline (both below). Output in $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 out=${OUT:-gpu_out}
@@ -70,6 +71,16 @@ for name in ${NCU:-}; do
   timeout 120 ncu --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis \
     -k regex:decode_split --launch-skip 5 --launch-count 1 "$obj/check_$name" --bench-only \
     --shape ${NCU_SHAPE:-32 8192} 2>&1 | grep -E "^\s+(Duration|DRAM Throughput|L2 Cache Throughput|L2 Hit Rate|Memory Throughput +T|SM Frequency)"
+done
+# TIMELINE="name ..." (variants built with -DFM_DECODE_TIMELINE=1; TL_SHAPES="B L;B L", default
+# "32 8192;8 8192"): per-CTA durations, tail and per-SM-group busy time of one call per shape.
+for name in ${TIMELINE:-}; do
+  IFS=';' read -ra tl_shapes <<< "${TL_SHAPES:-32 8192;8 8192}"
+  for shape in "${tl_shapes[@]}"; do
+    echo "== timeline $name ($shape)"
+    # shellcheck disable=SC2086
+    FM_TIMELINE=1 timeout 120 "$obj/check_$name" --bench-only --shape $shape 2>&1 | grep TIMELINE
+  done
 done
 if [ "${SDPA:-0}" = 1 ]; then
   python3 tests/cuda/decode_sdpa_bench.py 2>&1 | grep -E "SDPA-BENCH|device" | tee "$out/sdpa.txt"

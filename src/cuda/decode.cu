@@ -102,6 +102,22 @@ __device__ __forceinline__ SeqLen seq_len(const DecodeParams& p, int64_t b) {
   return {valid ? cached + p.seqlen_new : 0, valid};
 }
 
+// Diagnostic, FM_DECODE_TIMELINE=1 builds only: {start ns, end ns, SM id} of each CTA of the last
+// split-kernel launch, read back with decode_timeline() (decode_check: FM_TIMELINE=1).
+#ifndef FM_DECODE_TIMELINE
+#define FM_DECODE_TIMELINE 0
+#endif
+#if FM_DECODE_TIMELINE
+constexpr int64_t kTimelineMaxCtas = int64_t(1) << 16;
+__device__ unsigned long long g_timeline[3 * kTimelineMaxCtas];
+__device__ long long g_timeline_ctas;
+__device__ __forceinline__ unsigned long long global_timer_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t));
+  return t;
+}
+#endif
+
 // Where key `key` of sequence b lives: (index on the cache's first axis, index on its seq
 // axis). Contiguous: (b, key). Paged: (block_table[b][key / page_size], key % page_size).
 // Returns false (and touches nothing) when the page index is out of range.
@@ -329,6 +345,9 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::k
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   if (o_part != nullptr) pdl_launch_dependents();  // the combine may start its prologue
+#if FM_DECODE_TIMELINE
+  const unsigned long long t_start = global_timer_ns();
+#endif
 
   // ---- Which (b, h_k, query rows, split) this CTA owns.
   const int64_t group = p.heads_q / p.heads_kv;
@@ -759,6 +778,19 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::k
       cluster_sync();  // the peers have finished reading this CTA's shared memory
     }
   }
+#if FM_DECODE_TIMELINE
+  if (tid == 0) {
+    const int64_t cta = int64_t(blockIdx.y) * gridDim.x + blockIdx.x;
+    unsigned sm;
+    asm volatile("mov.u32 %0, %%smid;\n" : "=r"(sm));
+    if (cta < kTimelineMaxCtas) {
+      g_timeline[3 * cta] = t_start;
+      g_timeline[3 * cta + 1] = global_timer_ns();
+      g_timeline[3 * cta + 2] = sm;
+    }
+    if (cta == 0) g_timeline_ctas = (long long)gridDim.x * gridDim.y;
+  }
+#endif
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1077,6 +1109,20 @@ void decode_set_tuning(DecodeCopyMode mode, bool allow_pdl) {
 void decode_set_tma_l2_promotion(int bytes) { g_l2_promotion = bytes; }
 
 void decode_set_cluster_merge(bool allow) { g_allow_cluster = allow; }
+
+int64_t decode_timeline(unsigned long long* out, int64_t max_ctas) {
+#if FM_DECODE_TIMELINE
+  long long n = 0;
+  FM_CUDA_CHECK(cudaMemcpyFromSymbol(&n, g_timeline_ctas, sizeof(n)));
+  n = std::min<long long>({n, max_ctas, kTimelineMaxCtas});
+  FM_CUDA_CHECK(cudaMemcpyFromSymbol(out, g_timeline, sizeof(unsigned long long) * 3 * size_t(n)));
+  return n;
+#else
+  (void)out;
+  (void)max_ctas;
+  return 0;
+#endif
+}
 
 // Wide CTAs (DecodeTraits::kWide; sm_90, rows <= 256 bytes, a contiguous cache or pages of at
 // least a wide block): taken where one wave of one-per-SM CTAs covers the `ctas` columns

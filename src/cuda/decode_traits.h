@@ -162,5 +162,8 @@ void decode_set_tma_l2_promotion(int bytes);
 // Tuning / test hook: whether a few splits may merge inside a thread-block cluster (default on;
 // off: every split count goes through the combine kernel).
 void decode_set_cluster_merge(bool allow);
+// Diagnostic hook: copies {start ns, end ns, SM id} of up to max_ctas CTAs of the last split-kernel
+// launch into out and returns how many; 0 unless decode.cu was built with FM_DECODE_TIMELINE=1.
+int64_t decode_timeline(unsigned long long* out, int64_t max_ctas);
 
 }  // namespace flashmin::cuda

@@ -508,6 +508,53 @@ void bench_copy() {
   std::printf("BENCH copy 4 GiB D2D: %.3f ms -> %.1f GB/s (read + write)\n", ms, g_copy_gbs);
 }
 
+// FM_TIMELINE=1 with a decode.cu built with FM_DECODE_TIMELINE=1: one call after a flush, then
+// the per-CTA durations, the kernel span and the tail (span - mean CTA time), and the mean busy
+// time of the SMs in each group of 16 SM ids.
+template <class F>
+void report_timeline(F&& f) {
+  flush_l2(0);
+  f();
+  CK(cudaDeviceSynchronize());
+  std::vector<unsigned long long> t(3 * (size_t(1) << 16));
+  const int64_t n = flashmin::cuda::decode_timeline(t.data(), int64_t(1) << 16);
+  if (n == 0) {
+    std::printf("TIMELINE unavailable (build decode.cu with -DFM_DECODE_TIMELINE=1)\n");
+    return;
+  }
+  unsigned long long t0 = ~0ull, t1 = 0;
+  std::vector<double> dur(n);
+  std::vector<std::pair<unsigned long long, unsigned long long>> sm(1024, {~0ull, 0ull});
+  for (int64_t i = 0; i < n; ++i) {
+    const unsigned long long s = t[3 * i], e = t[3 * i + 1], id = t[3 * i + 2] % 1024;
+    t0 = std::min(t0, s);
+    t1 = std::max(t1, e);
+    dur[i] = (e - s) * 1e-3;
+    sm[id] = {std::min(sm[id].first, s), std::max(sm[id].second, e)};
+  }
+  std::vector<double> sorted = dur;
+  std::sort(sorted.begin(), sorted.end());
+  const double mean = std::accumulate(dur.begin(), dur.end(), 0.0) / double(n);
+  const auto pct = [&](double q) { return sorted[size_t(q * double(n - 1))]; };
+  std::printf(
+      "TIMELINE %lld CTAs: span %.1f us, CTA us min %.1f p10 %.1f p50 %.1f p90 %.1f max %.1f, "
+      "tail %.1f us\n",
+      (long long)n, (t1 - t0) * 1e-3, sorted.front(), pct(0.1), pct(0.5), pct(0.9), sorted.back(),
+      (t1 - t0) * 1e-3 - mean);
+  std::printf("TIMELINE SM busy us by SM-id group of 16:");
+  for (int g = 0; g < 1024; g += 16) {
+    double sum = 0;
+    int cnt = 0;
+    for (int id = g; id < g + 16; ++id) {
+      if (sm[id].second == 0) continue;
+      sum += (sm[id].second - sm[id].first) * 1e-3;
+      ++cnt;
+    }
+    if (cnt > 0) std::printf(" [%d-%d] %.1f", g, g + 15, sum / cnt);
+  }
+  std::printf("\n");
+}
+
 void bench(int B, int L, std::vector<int> split_list, int page_size, int Sq = 1) {
   const int Hq = 32, Hk = 8, D = 128;
   const int64_t kv_elems = int64_t(B) * Hk * L * D;
@@ -569,6 +616,7 @@ void bench(int B, int L, std::vector<int> split_list, int page_size, int Sq = 1)
     pp.workspace = dws.p;
     pp.workspace_bytes = ws;
     const float ms_q = time_ms_queued([&] { flashmin::cuda::decode(pp, nullptr); }, 50);
+    if (std::getenv("FM_TIMELINE")) report_timeline([&] { flashmin::cuda::decode(pp, nullptr); });
     const float ms_s = time_ms([&] { flashmin::cuda::decode(pp, nullptr); }, 50);
     CK(cudaDeviceSynchronize());
     const double bytes = 2.0 * kv_elems * 2;
