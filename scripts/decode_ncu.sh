@@ -16,8 +16,7 @@ sections="--section LaunchStats --section Occupancy --section SpeedOfLight --sec
 for shape in "$@"; do
   tag=${shape// /x}
   # shellcheck disable=SC2086
-  timeout 120 ncu --clock-control none $sections -k regex:decode_split --launch-skip 5 \
-    --launch-count 1 "$obj/decode_check" --bench-only --shape $shape > "$out/ncu_ours_$tag.txt" 2>&1
+  decode_ncu_split "$obj/decode_check" "$shape" $sections > "$out/ncu_ours_$tag.txt" 2>&1
   # shellcheck disable=SC2086
   timeout 120 ncu --clock-control none $sections -k regex:cudnn_generated --launch-skip 1 \
     --launch-count 1 python3 tests/cuda/decode_peer_profile.py --ncu-target $shape cudnn \

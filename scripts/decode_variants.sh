@@ -67,10 +67,8 @@ PY
 # of those variants' split kernel on one shape.
 for name in ${NCU:-}; do
   echo "== ncu $name (${NCU_SHAPE:-32 8192})"
-  # shellcheck disable=SC2086
-  timeout 120 ncu --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis \
-    -k regex:decode_split --launch-skip 5 --launch-count 1 "$obj/check_$name" --bench-only \
-    --shape ${NCU_SHAPE:-32 8192} 2>&1 | grep -E "^\s+(Duration|DRAM Throughput|L2 Cache Throughput|L2 Hit Rate|Memory Throughput +T|SM Frequency)"
+  decode_ncu_split "$obj/check_$name" "${NCU_SHAPE:-32 8192}" --section SpeedOfLight \
+    --section MemoryWorkloadAnalysis 2>&1 | grep -E "^\s+(Duration|DRAM Throughput|L2 Cache Throughput|L2 Hit Rate|Memory Throughput +T|SM Frequency)"
 done
 # TIMELINE="name ..." (variants built with -DFM_DECODE_TIMELINE=1; TL_SHAPES="B L;B L", default
 # "32 8192;8 8192"): per-CTA durations, tail and per-SM-group busy time of one call per shape.

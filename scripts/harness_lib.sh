@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Sourced by the device scripts (bwd_sm90_check.sh, fwd_sm90_check.sh, bwd_profile.sh,
-# sm90_variants.sh, decode_variants.sh): the nvcc flags of the standalone harnesses (tests/cuda)
-# and a parallel compile. Builds for sm_90a, the lent GPUs' arch.
+# sm90_variants.sh, decode_variants.sh, decode_ncu.sh): the nvcc flags of the standalone harnesses
+# (tests/cuda), a parallel compile, and ncu of the decode split kernel. Builds for sm_90a, the lent GPUs' arch.
 HARNESS_FLAGS="-std=c++17 -O3 --expt-relaxed-constexpr -Iinclude -Isrc -DFLASHMIN_HAS_SM90A=1 -gencode arch=compute_90a,code=sm_90a"
 
 # harness_compile OBJ_DIR "EXTRA_FLAGS" FILE...: each FILE -> OBJ_DIR/<basename>.o, in parallel;
@@ -60,4 +60,15 @@ harness_variants() {
     fi
   done
   return $rc
+}
+
+# decode_ncu_split BINARY "B L" ncu-args...: ncu (clocks left as they are) of one launch of the
+# decode split kernel in tests/cuda/decode_check.cu BINARY --bench-only --shape B L (the sixth,
+# after the harness's warm-up calls).
+decode_ncu_split() {
+  local bin=$1 shape=$2
+  shift 2
+  # shellcheck disable=SC2086
+  timeout 120 ncu --clock-control none "$@" -k regex:decode_split --launch-skip 5 --launch-count 1 \
+    "$bin" --bench-only --shape $shape
 }

@@ -29,18 +29,25 @@ __global__ void record_sm(int* out) {
   }
 }
 
-int query(int threads, int smem, int cluster) {
+// Launch configuration of `ctas` CTAs in clusters of `cluster` (attr must outlive cfg).
+cudaLaunchConfig_t cluster_config(int ctas, int threads, int smem, int cluster,
+                                  cudaLaunchAttribute* attr) {
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(unsigned(cluster));
+  cfg.gridDim = dim3(unsigned(ctas));
   cfg.blockDim = dim3(unsigned(threads));
   cfg.dynamicSmemBytes = size_t(smem);
-  cudaLaunchAttribute attr;
-  attr.id = cudaLaunchAttributeClusterDimension;
-  attr.val.clusterDim.x = unsigned(cluster);
-  attr.val.clusterDim.y = 1;
-  attr.val.clusterDim.z = 1;
-  cfg.attrs = &attr;
+  attr->id = cudaLaunchAttributeClusterDimension;
+  attr->val.clusterDim.x = unsigned(cluster);
+  attr->val.clusterDim.y = 1;
+  attr->val.clusterDim.z = 1;
+  cfg.attrs = attr;
   cfg.numAttrs = 1;
+  return cfg;
+}
+
+int query(int threads, int smem, int cluster) {
+  cudaLaunchAttribute attr;
+  const cudaLaunchConfig_t cfg = cluster_config(cluster, threads, smem, cluster, &attr);
   int n = -1;
   cudaError_t e = cudaOccupancyMaxActiveClusters(&n, record_sm, &cfg);
   if (e != cudaSuccess) {
@@ -77,17 +84,8 @@ int main() {
     const int ctas = n * c;
     int* d_out = nullptr;
     CHECK(cudaMalloc(&d_out, sizeof(int) * 2 * ctas));
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(unsigned(ctas));
-    cfg.blockDim = dim3(288);
-    cfg.dynamicSmemBytes = 210992;
     cudaLaunchAttribute attr;
-    attr.id = cudaLaunchAttributeClusterDimension;
-    attr.val.clusterDim.x = unsigned(c);
-    attr.val.clusterDim.y = 1;
-    attr.val.clusterDim.z = 1;
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
+    const cudaLaunchConfig_t cfg = cluster_config(ctas, 288, 210992, c, &attr);
     CHECK(cudaLaunchKernelEx(&cfg, record_sm, d_out));
     CHECK(cudaDeviceSynchronize());
     std::vector<int> h(2 * ctas);
