@@ -64,13 +64,18 @@ template <class Tr>
 __device__ __forceinline__ int q_off(int row, int vec) {
   return row * Tr::kHeadDim + ((vec ^ (row & 7)) * Tr::kVec);
 }
-// K_j, V_j on the tensor-copy path: kDBoxes boxes of [B_c][128 bytes]; TMA's 128-byte swizzle
-// puts 16-byte chunk c of a box row r at chunk c ^ (r % 8) (boxes start 1024-byte aligned).
+// K_j, V_j on the tensor-copy path: 128-byte lines, TMA's 128-byte swizzle puts 16-byte chunk c
+// of line i at chunk c ^ (i % 8) (the tile starts 1024-byte aligned). Row r's 128-byte piece h
+// is line r * per_row + h * per_piece: {kDBoxes, 1} when one box copies whole rows in memory
+// order (head_dim fills the bucket), {1, B_c} when each 128-byte column is its own box.
+struct KvLines {
+  int per_row, per_piece;
+};
 template <class Tr>
-__device__ __forceinline__ int kv_off(int row, int vec) {
+__device__ __forceinline__ int kv_off(int row, int vec, KvLines kl) {
   if constexpr (Tr::kBulk) {
-    return (vec / 8) * (Tr::kBc * Tr::kBoxCols) + row * Tr::kBoxCols +
-           (((vec % 8) ^ (row & 7)) * Tr::kVec);
+    const int line = row * kl.per_row + (vec / 8) * kl.per_piece;
+    return line * Tr::kBoxCols + (((vec % 8) ^ (line & 7)) * Tr::kVec);
   }
   return q_off<Tr>(row, vec);
 }
@@ -169,7 +174,7 @@ __device__ __forceinline__ void store4(T* dst, float4 v) {
 // S (16 x 16) = Q_i (16 x D) K_c^T; Q_i = rows r0.. of Qs, K_c = keys c0.. of Ks.
 template <class Tr, typename T>
 __device__ __forceinline__ void warp_qk(float (&S)[2][4], const T* Qs, int r0, const T* Ks, int c0,
-                                        int lane, int head_dim) {
+                                        int lane, int head_dim, KvLines kl) {
   if constexpr (std::is_same_v<T, float>) {
     // CUDA cores: each lane computes its 8 entries as dot products over float4 vectors.
     const int g = lane / 4, q = lane % 4;
@@ -182,7 +187,7 @@ __device__ __forceinline__ void warp_qk(float (&S)[2][4], const T* Qs, int r0, c
       for (int nt = 0; nt < 2; ++nt) {
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const float4 k = ld4(Ks + kv_off<Tr>(c0 + nt * 8 + 2 * q + e, v));
+          const float4 k = ld4(Ks + kv_off<Tr>(c0 + nt * 8 + 2 * q + e, v, kl));
           S[nt][e] += dot4(qa, k);
           S[nt][2 + e] += dot4(qb, k);
         }
@@ -196,7 +201,8 @@ __device__ __forceinline__ void warp_qk(float (&S)[2][4], const T* Qs, int r0, c
       if (ks * 16 >= head_dim) break;
       uint32_t a[4], bk[4];
       ldmatrix_x4(a, Qs + q_off<Tr>(r0 + ((lane / 8) & 1) * 8 + lane % 8, ks * 2 + lane / 16));
-      ldmatrix_x4(bk, Ks + kv_off<Tr>(c0 + (lane / 16) * 8 + lane % 8, ks * 2 + ((lane / 8) & 1)));
+      ldmatrix_x4(bk,
+                  Ks + kv_off<Tr>(c0 + (lane / 16) * 8 + lane % 8, ks * 2 + ((lane / 8) & 1), kl));
       const uint32_t b0[2] = {bk[0], bk[1]}, b1[2] = {bk[2], bk[3]};
       MmaType<T>::mma(S[0], a, b0);
       MmaType<T>::mma(S[1], a, b1);
@@ -211,7 +217,7 @@ __device__ __forceinline__ void warp_qk(float (&S)[2][4], const T* Qs, int r0, c
 template <class Tr, typename T>
 __device__ __forceinline__ void warp_pv(float (&O)[Tr::kHeadDim / 8][4], const float (&P)[2][4],
                                         const T* Vs, int c0, int lane, int head_dim, float* Pw,
-                                        int kv_valid) {
+                                        int kv_valid, KvLines kl) {
   if constexpr (std::is_same_v<T, float>) {
     // Exact fp32: P goes through shared memory so each lane can read its two rows whole.
     const int g = lane / 4, q = lane % 4;
@@ -227,8 +233,8 @@ __device__ __forceinline__ void warp_pv(float (&O)[Tr::kHeadDim / 8][4], const f
 #pragma unroll
       for (int nd = 0; nd < Tr::kHeadDim / 8; ++nd) {
         if (nd * 8 >= head_dim) break;
-        float2 v =
-            *reinterpret_cast<const float2*>(Vs + kv_off<Tr>(c0 + k, nd * 2 + q / 2) + (q & 1) * 2);
+        float2 v = *reinterpret_cast<const float2*>(Vs + kv_off<Tr>(c0 + k, nd * 2 + q / 2, kl) +
+                                                    (q & 1) * 2);
         if (k >= kv_valid) v = make_float2(0.0f, 0.0f);
         O[nd][0] += pa * v.x;
         O[nd][1] += pa * v.y;
@@ -253,8 +259,8 @@ __device__ __forceinline__ void warp_pv(float (&O)[Tr::kHeadDim / 8][4], const f
     for (int nd = 0; nd < Tr::kHeadDim / 16; ++nd) {
       if (nd * 16 >= head_dim) break;
       uint32_t bv[4];
-      ldmatrix_x4_trans(bv,
-                        Vs + kv_off<Tr>(c0 + ((lane / 8) & 1) * 8 + lane % 8, nd * 2 + lane / 16));
+      ldmatrix_x4_trans(
+          bv, Vs + kv_off<Tr>(c0 + ((lane / 8) & 1) * 8 + lane % 8, nd * 2 + lane / 16, kl));
       bv[0] &= keep_lo;
       bv[2] &= keep_lo;
       bv[1] &= keep_hi;
@@ -337,7 +343,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::k
     __maxnreg__((DecodeTraits<T, kD, kBulk, kCompact, kWide>::kMaxRegs))
         decode_split_kernel(const DecodeParams p, const int row_chunks, float* o_part,
                             float* lse_part, const __grid_constant__ CUtensorMap tm_k,
-                            const __grid_constant__ CUtensorMap tm_v) {
+                            const __grid_constant__ CUtensorMap tm_v, const bool full_row_boxes) {
   using Tr = DecodeTraits<T, kD, kBulk, kCompact, kWide>;
   constexpr int kBc = Tr::kBc;
   constexpr int kStages = Tr::kStages;
@@ -395,6 +401,8 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::k
   const int64_t causal_limit = L - S_q;  // query t sees key j iff j <= causal_limit + t
   const int log2_page = p.block_table ? __ffsll(p.page_size) - 1 : 0;
   const int head_dim = int(p.head_dim);
+  // Tensor-copy path: how the rows of a K_j, V_j tile lie in shared memory (kv_off).
+  const KvLines kl = full_row_boxes ? KvLines{Tr::kDBoxes, 1} : KvLines{1, kBc};
 
   const T* q = static_cast<const T*>(p.q);
   const T* k_cache = static_cast<const T*>(p.k_cache);
@@ -410,33 +418,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::k
   auto load_kv = [&](int64_t blk, int stage) {
     T* Ks = KVs + stage * 2 * kBc * kD;
     T* Vs = Ks + kBc * kD;
-    if constexpr (Tr::kLdgstsProducer) {
-      // Experiment: the producer warp's 32 lanes copy the stage in 16-byte pieces into the TMA
-      // layout, kLanesPerRow lanes per row (a warp instruction covers 512 contiguous bytes of
-      // bf16 D128 rows); one page lookup and address per row; keys >= L and head-dim columns
-      // >= D are zero-filled, not read.
-      constexpr int kLanesPerRow = Tr::kVecsPerRow < 32 ? Tr::kVecsPerRow : 32;
-      constexpr int kRowsPerPass = 32 / kLanesPerRow;
-      const int v0 = lane % kLanesPerRow;
-#pragma unroll 4
-      for (int r = lane / kLanesPerRow; r < kBc; r += kRowsPerPass) {
-        const int64_t key = blk * kBc + r;
-        int64_t sl = 0, ps = 0;
-        bool row_ok = key < L;
-        if (row_ok) {
-          row_ok = locate_key(p, b, key, log2_page, &sl, &ps);
-          bad |= !row_ok;
-        }
-        const T* k_row = k_cache + offset(p.k_cache_strides, sl, hk, ps);
-        const T* v_row = v_cache + offset(p.v_cache_strides, sl, hk, ps);
-        for (int v = v0; v < Tr::kVecsPerRow; v += kLanesPerRow) {
-          const bool ok = row_ok && v * Tr::kVec < head_dim;
-          cp_async_16(Ks + kv_off<Tr>(r, v), ok ? k_row + v * Tr::kVec : k_cache, ok);
-          cp_async_16(Vs + kv_off<Tr>(r, v), ok ? v_row + v * Tr::kVec : v_cache, ok);
-        }
-      }
-      cp_async_mbar_arrive_noinc(&full_bar[stage]);
-    } else if constexpr (kBulk) {
+    if constexpr (kBulk) {
       constexpr int kMaxSub = kBc / 16;  // page_size >= 16
       const int sub_rows = p.block_table ? int(min(int64_t(kBc), p.page_size)) : kBc;
       const int n_sub = kBc / sub_rows;
@@ -457,16 +439,26 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::k
           bad = true;
         }
       }
+      if constexpr (FM_DECODE_DIAG == 2) {
+        mbar_arrive_expect_tx(&full_bar[stage], 0);  // diagnostic: no copies
+        return;
+      }
       mbar_arrive_expect_tx(&full_bar[stage], bytes);
 #pragma unroll
       for (int i = 0; i < kMaxSub; ++i) {
         if (slot[i] < 0) continue;
-        for (int db = 0; db < d_boxes; ++db) {
-          const int off = db * kBc * Tr::kBoxCols + i * sub_rows * Tr::kBoxCols;
-          tma_load_4d(Ks + off, &tm_k, db * Tr::kBoxCols, pos[i], int(hk), slot[i],
-                      &full_bar[stage]);
-          tma_load_4d(Vs + off, &tm_v, db * Tr::kBoxCols, pos[i], int(hk), slot[i],
-                      &full_bar[stage]);
+        if (full_row_boxes) {  // head_dim == kD: one box of whole rows
+          const int off = i * sub_rows * kD;
+          tma_load_5d(Ks + off, &tm_k, 0, 0, pos[i], int(hk), slot[i], &full_bar[stage]);
+          tma_load_5d(Vs + off, &tm_v, 0, 0, pos[i], int(hk), slot[i], &full_bar[stage]);
+        } else {
+          for (int db = 0; db < d_boxes; ++db) {
+            const int off = db * kBc * Tr::kBoxCols + i * sub_rows * Tr::kBoxCols;
+            tma_load_4d(Ks + off, &tm_k, db * Tr::kBoxCols, pos[i], int(hk), slot[i],
+                        &full_bar[stage]);
+            tma_load_4d(Vs + off, &tm_v, db * Tr::kBoxCols, pos[i], int(hk), slot[i],
+                        &full_bar[stage]);
+          }
         }
       }
     } else {
@@ -487,8 +479,8 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::k
             v_src = v_cache + offset(p.v_cache_strides, sl, hk, ps) + v * Tr::kVec;
           }
         }
-        cp_async_16(Ks + kv_off<Tr>(r, v), k_src, ok);
-        cp_async_16(Vs + kv_off<Tr>(r, v), v_src, ok);
+        cp_async_16(Ks + kv_off<Tr>(r, v, kl), k_src, ok);
+        cp_async_16(Vs + kv_off<Tr>(r, v, kl), v_src, ok);
       }
     }
   };
@@ -499,13 +491,11 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::k
   if constexpr (kBulk) {
     if (Tr::kProducerWarp ? (is_producer && lane == 0) : tid == 0) {
       for (int s = 0; s < kStages; ++s) {
-        mbar_init(&full_bar[s], Tr::kLdgstsProducer ? 32 : 1);
+        mbar_init(&full_bar[s], 1);
         mbar_init(&empty_bar[s], Tr::kWarps);
       }
-      if constexpr (!Tr::kLdgstsProducer) {
-        for (int s = 0; s < kStages; ++s) {
-          if (blk_begin + s < blk_end) load_kv(blk_begin + s, s);
-        }
+      for (int s = 0; s < kStages; ++s) {
+        if (blk_begin + s < blk_end) load_kv(blk_begin + s, s);
       }
     }
   }
@@ -521,15 +511,6 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::k
   }
   if constexpr (kBulk) {
     cp_async_commit();
-    if constexpr (Tr::kLdgstsProducer) {
-      // After Q_i's group is committed, so that waiting for it does not wait for these copies.
-      __syncwarp();  // lane 0's mbarrier initialisation is visible to the producer's lanes
-      if (is_producer) {
-        for (int s = 0; s < kStages; ++s) {
-          if (blk_begin + s < blk_end) load_kv(blk_begin + s, s);
-        }
-      }
-    }
     cp_async_wait<0>();
     __syncthreads();  // Q_i and the mbarrier initialisation are visible to every thread
   } else {
@@ -554,7 +535,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::k
   if (is_producer) {
     // Producer (tensor-copy path): as soon as every consumer warp has released the stage of
     // block blk - kStages, refill it with block blk. Never waits on a consumer otherwise.
-    if (Tr::kLdgstsProducer || lane == 0) {
+    if (lane == 0) {
       for (int64_t blk = blk_begin + kStages; blk < blk_end; ++blk) {
         const int it = int(blk - blk_begin), stage = it % kStages;
         mbar_wait(&empty_bar[stage], ((it / kStages) - 1) & 1);
@@ -590,7 +571,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::k
 
     const T* Ks = KVs + stage * 2 * kBc * kD;  // K_j: [B_c][kD]
     const T* Vs = Ks + kBc * kD;               // V_j: [B_c][kD]
-    if (warp_has_rows) {
+    if (warp_has_rows && FM_DECODE_DIAG != 1) {
       // The warps of a row tile take the 16-key chunks of the key range in turn (global chunk
       // index modulo warps_n), so blocks with fewer chunks than warps still keep all busy.
       // (warps_n is a power of 2; when kWarps divides the chunk count, every warp simply takes
@@ -604,7 +585,8 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::k
         if (key0 >= L) break;
         // S_ij = Q_i K_j^T   (16 rows x 16 keys)
         float S[2][4] = {};
-        warp_qk<Tr>(S, Qs, rt * Tr::kRowTile, Ks, c * Tr::kKeyChunk, lane, head_dim);
+        if (FM_DECODE_DIAG != 4)
+          warp_qk<Tr>(S, Qs, rt * Tr::kRowTile, Ks, c * Tr::kKeyChunk, lane, head_dim, kl);
 
         // Scale into the log2 domain; mask keys past each row's causal limit (and past L).
         const bool need_mask = key0 + Tr::kKeyChunk - 1 > causal_limit;
@@ -653,8 +635,9 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::k
         }
 
         // O_i += P_ij V_j
-        warp_pv<Tr>(O, S, Vs, c * Tr::kKeyChunk, lane, head_dim, Pw,
-                    int(min(int64_t(Tr::kKeyChunk), L - key0)));
+        if (FM_DECODE_DIAG != 3)
+          warp_pv<Tr>(O, S, Vs, c * Tr::kKeyChunk, lane, head_dim, Pw,
+                      int(min(int64_t(Tr::kKeyChunk), L - key0)), kl);
       }
     }
     if constexpr (kBulk) {
@@ -882,6 +865,10 @@ bool g_allow_cluster = true;
 #define FM_DECODE_L2_PROMO 128
 #endif
 int g_l2_promotion = FM_DECODE_L2_PROMO;
+#ifndef FM_DECODE_FULL_ROW_BOXES  // default of decode_set_full_row_boxes (decode_traits.h)
+#define FM_DECODE_FULL_ROW_BOXES 1
+#endif
+bool g_full_row_boxes = FM_DECODE_FULL_ROW_BOXES;
 
 // Host-side caches. Decode runs once per generated token, so its host path should cost a few
 // microseconds: the shared-memory opt-in and the occupancy query are per (device, kernel,
@@ -1037,10 +1024,13 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // Tensor map of one cache (K or V) for the TMA path, as a 4-D tensor (innermost first):
 // (head_dim, positions, H_k, B) for a contiguous cache, (head_dim, page_size, H_k, pages) for a
 // paged one; box = 128 bytes of head dim x `box_rows` positions, 128-byte swizzle, positions
-// past the tensor zero-filled. False when the layout cannot be described (then cp.async).
+// past the tensor zero-filled. With `full_rows` (head_dim fills its bucket) the head dim is
+// split into (128-byte piece, piece) and one box copies whole rows in memory order: at one CTA
+// per SM the TMA streams 9% faster than with one box per 128-byte column (H200, ncu, round 9).
+// False when the layout cannot be described (then cp.async).
 template <typename T>
 bool make_cache_map(CUtensorMap* map, const void* base, const Strides& st, const DecodeParams& p,
-                    int box_rows) {
+                    int box_rows, bool full_rows) {
   const bool paged = p.block_table != nullptr;
   const int64_t es = int64_t(sizeof(T));
   const int64_t dims[4] = {p.head_dim, paged ? p.page_size : p.max_seqlen_k, p.heads_kv,
@@ -1054,6 +1044,12 @@ bool make_cache_map(CUtensorMap* map, const void* base, const Strides& st, const
   const CUtensorMapDataType type = std::is_same_v<T, float>    ? CU_TENSOR_MAP_DATA_TYPE_FLOAT32
                                    : std::is_same_v<T, __half> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
                                                                : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  if (full_rows) {  // (128-byte piece, piece, positions, H_k, B or pages)
+    const int64_t pieces = p.head_dim * es / 128;
+    const int64_t dims5[5] = {128 / es, pieces, dims[1], dims[2], dims[3]};
+    const int64_t strides5[4] = {128, strides[0], strides[1], strides[2]};
+    return make_tensor_map_rows(map, type, int(es), base, 5, dims5, strides5, box_rows, promotion);
+  }
   return make_tensor_map_4d(map, type, int(es), base, dims, strides, box_rows, promotion);
 }
 
@@ -1107,6 +1103,8 @@ void decode_set_tuning(DecodeCopyMode mode, bool allow_pdl) {
 }
 
 void decode_set_tma_l2_promotion(int bytes) { g_l2_promotion = bytes; }
+
+void decode_set_full_row_boxes(bool allow) { g_full_row_boxes = allow; }
 
 void decode_set_cluster_merge(bool allow) { g_allow_cluster = allow; }
 
@@ -1234,7 +1232,8 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
     const int64_t splits = std::max<int64_t>(1, p.num_splits);
     bool combine = false;
     const dim3 grid(unsigned(p.batch * p.heads_kv * l.row_chunks), unsigned(splits));
-    auto launch = [&](auto cfg_split, const CUtensorMap& tm_k, const CUtensorMap& tm_v) {
+    auto launch = [&](auto cfg_split, const CUtensorMap& tm_k, const CUtensorMap& tm_v,
+                      bool full_rows) {
       using TrS = typename decltype(cfg_split)::Traits;
       const int64_t smem = TrS::smem_bytes(l.rows_cta);
       auto* kernel = decode_split_kernel<T, TrS::kHeadDim, TrS::kBulk, TrS::kCompact, TrS::kWide>;
@@ -1255,21 +1254,22 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
       cfg.attrs = &attr;
       cfg.numAttrs = cluster ? 1 : 0;
       FM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<DecodeParams>(p),
-                                       int(l.row_chunks), o_part, lse_part, tm_k, tm_v));
+                                       int(l.row_chunks), o_part, lse_part, tm_k, tm_v, full_rows));
       FM_CUDA_CHECK(cudaGetLastError());
     };
     CUtensorMap tm_k{}, tm_v{};
-    bool tma = false;
+    bool tma = false, full_rows = false;
     if constexpr (Tr::kBulk) {
       const int box_rows = p.block_table ? int(std::min<int64_t>(Tr::kBc, p.page_size)) : Tr::kBc;
+      full_rows = g_full_row_boxes && p.head_dim == Tr::kHeadDim;
       tma = p.max_seqlen_k > 0 &&
-            make_cache_map<T>(&tm_k, p.k_cache, p.k_cache_strides, p, box_rows) &&
-            make_cache_map<T>(&tm_v, p.v_cache, p.v_cache_strides, p, box_rows);
+            make_cache_map<T>(&tm_k, p.k_cache, p.k_cache_strides, p, box_rows, full_rows) &&
+            make_cache_map<T>(&tm_v, p.v_cache, p.v_cache_strides, p, box_rows, full_rows);
     }
     if (tma) {
-      launch(Config<T, Tr::kHeadDim, true, false, Tr::kWide>{}, tm_k, tm_v);
+      launch(Config<T, Tr::kHeadDim, true, false, Tr::kWide>{}, tm_k, tm_v, full_rows);
     } else {
-      launch(Config<T, Tr::kHeadDim, false, Tr::kCompact>{}, tm_k, tm_v);
+      launch(Config<T, Tr::kHeadDim, false, Tr::kCompact>{}, tm_k, tm_v, false);
     }
 
     // 3. Combine the splits through their lse.

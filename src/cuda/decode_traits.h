@@ -43,11 +43,12 @@ constexpr int decode_head_dim_bucket(int64_t d) { return d <= 64 ? 64 : d <= 128
 #ifndef FM_DECODE_BULK_MIN_STAGES
 #define FM_DECODE_BULK_MIN_STAGES 3
 #endif
-// Experiment (session 7, not yet run on a GPU): the producer warp fills the stages with 16-byte
-// cp.async copies from all 32 lanes (completion counted on the "full" mbarrier) instead of TMA
-// tensor copies, in the same swizzled layout; everything else unchanged.
-#ifndef FM_DECODE_PRODUCER_LDGSTS
-#define FM_DECODE_PRODUCER_LDGSTS 0
+
+// Diagnostics (session 8; wrong results): 1 = consumers skip the math (the copy pipeline
+// alone), 2 = the producer copies nothing (the math alone, on stale shared memory), 3 = no
+// P V products, 4 = no Q K^T products (what halving the math would buy).
+#ifndef FM_DECODE_DIAG
+#define FM_DECODE_DIAG 0
 #endif
 
 template <typename T, int kD, bool kBulkCopy, bool kCompactTile = false, bool kWideCta = false>
@@ -70,7 +71,6 @@ struct DecodeTraits {
   // (FM_DECODE_PRODUCER_WARP=0: thread 0 refills stages between its own blocks instead.)
   static constexpr bool kProducerWarp = kBulk && FM_DECODE_PRODUCER_WARP;
   static constexpr int kThreads = 32 * (kWarps + (kProducerWarp ? 1 : 0));
-  static constexpr bool kLdgstsProducer = kProducerWarp && FM_DECODE_PRODUCER_LDGSTS;
   // Register cap: 2 CTAs of 5 warps (or one wide CTA of 9) put 3 warps on some SM
   // sub-partition (16K registers), so more than 168 registers means 1 CTA/SM (or no launch).
   // Stated for the tensor-copy kernels with rows <= 256 bytes; the others may use 255.
@@ -95,8 +95,9 @@ struct DecodeTraits {
   static constexpr int kMinStages = kWide ? 2 : FM_DECODE_BULK_MIN_STAGES;
   static constexpr int kStages = kBulk ? (kStagesRaw < kMinStages ? kMinStages : kStagesRaw)
                                        : (kCompact ? 2 : 3);  // pipeline depth
-  // Tensor-copy path: a K_j (or V_j) tile is kDBoxes boxes of [B_c][128 bytes] (128/sizeof(T)
-  // head-dim columns each), 128-byte swizzled: 16-byte chunk c of row r sits at chunk c ^ (r % 8).
+  // Tensor-copy path: a K_j (or V_j) tile is B_c rows of kDBoxes 128-byte pieces (128/sizeof(T)
+  // head-dim columns each), copied as one box of whole rows (head_dim == kD) or one box per
+  // piece column; 128-byte swizzled either way (kv_off in decode.cu).
   static constexpr int kBoxCols = 128 / int(sizeof(T));
   static constexpr int kDBoxes = kD / kBoxCols;
   static constexpr int kSmemAlign = kBulk ? 1024 : 0;  // the swizzle repeats every 1024 bytes
@@ -159,6 +160,9 @@ void decode_set_tuning(DecodeCopyMode mode, bool allow_pdl);
 // ahead of its own box, a quarter of the L2 lookups became hits on those lines, and the 1 GB
 // shapes ran 3-6% slower (H200, session 7)).
 void decode_set_tma_l2_promotion(int bytes);
+// Tuning / test hook: whether the K/V tiles of a head dim that fills its bucket are copied by one
+// TMA box of whole rows (default) or by one box per 128-byte column (as other head dims are).
+void decode_set_full_row_boxes(bool allow);
 // Tuning / test hook: whether a few splits may merge inside a thread-block cluster (default on;
 // off: every split count goes through the combine kernel).
 void decode_set_cluster_merge(bool allow);

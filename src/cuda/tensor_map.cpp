@@ -30,27 +30,39 @@ EncodeTiledFn encode_tiled() {
 
 }  // namespace
 
-bool make_tensor_map_4d(CUtensorMap* map, CUtensorMapDataType type, int elem_bytes,
-                        const void* base, const int64_t dims[4], const int64_t strides_bytes[3],
-                        int box_rows, CUtensorMapL2promotion promotion) {
+bool make_tensor_map_rows(CUtensorMap* map, CUtensorMapDataType type, int elem_bytes,
+                          const void* base, int rank, const int64_t* dims,
+                          const int64_t* strides_bytes, int box_rows,
+                          CUtensorMapL2promotion promotion) {
   const EncodeTiledFn encode = encode_tiled();
-  if (encode == nullptr || base == nullptr) return false;
-  cuuint64_t g_dims[4], g_strides[3];
-  for (int i = 0; i < 4; ++i) {
+  if (encode == nullptr || base == nullptr || rank < 4 || rank > 5) return false;
+  cuuint64_t g_dims[5], g_strides[4];
+  for (int i = 0; i < rank; ++i) {
     if (dims[i] < 1 || dims[i] > INT32_MAX) return false;  // coordinates are int32
     g_dims[i] = cuuint64_t(dims[i]);
   }
-  for (int i = 0; i < 3; ++i) {
+  for (int i = 0; i < rank - 1; ++i) {
     int64_t s = strides_bytes[i];
     if (s == 0 && dims[i + 1] == 1) s = 16;  // a size-1 axis: its stride is never used
     if (s <= 0 || s % 16 != 0 || s >= (int64_t(1) << 40)) return false;
     g_strides[i] = cuuint64_t(s);
   }
-  const cuuint32_t box[4] = {cuuint32_t(128 / elem_bytes), cuuint32_t(box_rows), 1, 1};
-  const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
-  return encode(map, type, 4, const_cast<void*>(base), g_dims, g_strides, box, elem_strides,
-                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, promotion,
+  // Box: 128 bytes of dimension 0 (x all of dimension 1 when rank 5) x box_rows rows.
+  const int row_dim = rank - 3;
+  cuuint32_t box[5] = {cuuint32_t(128 / elem_bytes), 1, 1, 1, 1};
+  if (rank == 5) box[1] = cuuint32_t(dims[1]);
+  box[row_dim] = cuuint32_t(box_rows);
+  const cuuint32_t elem_strides[5] = {1, 1, 1, 1, 1};
+  return encode(map, type, cuuint32_t(rank), const_cast<void*>(base), g_dims, g_strides, box,
+                elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, promotion,
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+bool make_tensor_map_4d(CUtensorMap* map, CUtensorMapDataType type, int elem_bytes,
+                        const void* base, const int64_t dims[4], const int64_t strides_bytes[3],
+                        int box_rows, CUtensorMapL2promotion promotion) {
+  return make_tensor_map_rows(map, type, elem_bytes, base, 4, dims, strides_bytes, box_rows,
+                              promotion);
 }
 
 bool make_attention_map(CUtensorMap* map, DType dtype, const void* base, const Strides& st,

@@ -20,6 +20,15 @@ bool make_tensor_map_4d(CUtensorMap* map, CUtensorMapDataType type, int elem_byt
                         const void* base, const int64_t dims[4], const int64_t strides_bytes[3],
                         int box_rows, CUtensorMapL2promotion promotion);
 
+// The same for rank 4 or 5. Rank 5: dimension 0 is 128 bytes of a row and dimension 1 the row's
+// 128-byte pieces (dims[1] of them, stride 128 bytes), so one box (all of dimensions 0-1 x
+// box_rows of dimension 2) copies whole rows in memory order; in shared memory piece h of row r is
+// 128-byte line r * dims[1] + h, swizzled as above.
+bool make_tensor_map_rows(CUtensorMap* map, CUtensorMapDataType type, int elem_bytes,
+                          const void* base, int rank, const int64_t* dims,
+                          const int64_t* strides_bytes, int box_rows,
+                          CUtensorMapL2promotion promotion);
+
 // An attention operand, (batch, heads, rows, head_dim) fp16 / bf16 with element strides `st`
 // (last dimension contiguous), as the map (head_dim, rows, heads, batch): boxes of 64 columns x
 // box_rows rows, L2 promotion 128 B. An empty row axis gets a one-row map (never read).
