@@ -272,6 +272,149 @@ __device__ __forceinline__ void warp_pv(float (&O)[Tr::kHeadDim / 8][4], const f
   }
 }
 
+// Row-major step (every other case): one warp, query rows r0..r0+15 of Q_i, keys c0..c0+15 of
+// K_j, V_j (key0 = their index in the sequence); O, m, l in the C layout of rows lane/4 and
+// lane/4 + 8 (m in log2 units; l the lane's partial row sum, completed over the quad at the end).
+template <class Tr, typename T>
+__device__ __forceinline__ void warp_step_row_major(float (&O)[Tr::kHeadDim / 8][4],
+                                                    float (&m_i)[2], float (&l_i)[2], const T* Qs,
+                                                    int r0, const T* Ks, const T* Vs, int c0,
+                                                    int lane, int head_dim, KvLines kl, float* Pw,
+                                                    int64_t key0, bool need_mask,
+                                                    int64_t causal_limit, const int64_t (&t_row)[2],
+                                                    float scale_log2, int kv_valid) {
+  // S_ij = Q_i K_j^T   (16 rows x 16 keys)
+  float S[2][4] = {};
+  warp_qk<Tr>(S, Qs, r0, Ks, c0, lane, head_dim, kl);
+
+  // Scale into the log2 domain; mask keys past each row's causal limit (and past L).
+#pragma unroll
+  for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      S[nt][e] *= scale_log2;
+      const int64_t key = key0 + nt * 8 + 2 * (lane % 4) + (e & 1);
+      if (need_mask && key > causal_limit + t_row[e >> 1]) S[nt][e] = -INFINITY;
+    }
+  }
+
+  // m_i = max(m_i, rowmax(S_ij)),  P_ij = exp2(S_ij - m_i),  l_i = e^(..) l_i + rowsum(P);
+  // O_i is rescaled once for both row halves, and not at all when no row maximum moved.
+  float alpha[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float mx = fmaxf(fmaxf(S[0][2 * h], S[0][2 * h + 1]), fmaxf(S[1][2 * h], S[1][2 * h + 1]));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float m_new = fmaxf(m_i[h], mx);
+    alpha[h] = m_i[h] == -INFINITY ? 0.0f : fast_exp2(m_i[h] - m_new);
+    const float m_ref = m_new == -INFINITY ? 0.0f : m_new;  // fully masked row: P = 0
+    float row_sum = 0.0f;
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        S[nt][2 * h + e] = fast_exp2(S[nt][2 * h + e] - m_ref);
+        row_sum += S[nt][2 * h + e];
+      }
+    }
+    l_i[h] = l_i[h] * alpha[h] + row_sum;
+    m_i[h] = m_new;
+  }
+  if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
+#pragma unroll
+    for (int nd = 0; nd < Tr::kHeadDim / 8; ++nd) {
+      O[nd][0] *= alpha[0];
+      O[nd][1] *= alpha[0];
+      O[nd][2] *= alpha[1];
+      O[nd][3] *= alpha[1];
+    }
+  }
+
+  // O_i += P_ij V_j
+  warp_pv<Tr>(O, S, Vs, c0, lane, head_dim, Pw, kv_valid, kl);
+}
+
+// Key-major step (DecodeTraits::kKeyMajor: fp16/bf16, <= 8 query rows). One warp, keys
+// c0..c0+15 of K_j, V_j (key0 = their index in the sequence):
+//   S^T (16 keys x 8 rows) = K_c Q_i^T     A = K_c (ldmatrix), B = Q_i^T (qf, registers)
+//   O^T (D x 8 rows)      += V_c^T P^T     A = V_c^T (ldmatrix.trans), B = P^T (movmatrix)
+// C layout: lane holds keys (or head-dim columns) lane/4 and lane/4 + 8 of query rows
+// 2*(lane%4) + {0, 1}; m, l are those two rows' running max (log2 units) and partial sum (the
+// lanes with the same lane%4 hold the rest of the sum).
+template <class Tr, typename T>
+__device__ __forceinline__ void warp_step_key_major(
+    float (&Ot)[Tr::kHeadDim / 16][4], float (&m)[2], float (&l)[2],
+    const uint32_t (&qf)[Tr::kHeadDim / 16][2], const T* Ks, const T* Vs, int c0, int lane,
+    int head_dim, KvLines kl, int64_t key0, bool need_mask, int64_t causal_limit,
+    const int64_t (&t_row)[2], float scale_log2, int kv_valid) {
+  constexpr int kSteps = Tr::kHeadDim / 16;
+  // S^T, as two accumulators over the even / odd head-dim steps (two short mma chains).
+  float acc[2][4] = {};
+#pragma unroll
+  for (int ks = 0; ks < kSteps; ++ks) {
+    if (ks * 16 >= head_dim) break;
+    uint32_t a[4];  // keys 0-7 / 8-15 x columns 0-7, then the same keys x columns 8-15
+    ldmatrix_x4(a, Ks + kv_off<Tr>(c0 + ((lane / 8) & 1) * 8 + lane % 8, ks * 2 + lane / 16, kl));
+    MmaType<T>::mma(acc[ks & 1], a, qf[ks]);
+  }
+  // s[e]: key lane/4 + 8*(e/2) of row 2*(lane%4) + e%2. Scale; mask past the causal limit.
+  float s[4];
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    s[e] = (acc[0][e] + acc[1][e]) * scale_log2;
+    const int64_t key = key0 + lane / 4 + 8 * (e >> 1);
+    if (need_mask && key > causal_limit + t_row[e & 1]) s[e] = -INFINITY;
+  }
+  // Online softmax per row: the maximum over the 16 keys is over the lanes with the same lane%4.
+  float alpha[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float mx = fmaxf(s[h], s[2 + h]);
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+    const float m_new = fmaxf(m[h], mx);
+    alpha[h] = m[h] == -INFINITY ? 0.0f : fast_exp2(m[h] - m_new);
+    const float m_ref = m_new == -INFINITY ? 0.0f : m_new;  // fully masked row: P = 0
+    s[h] = fast_exp2(s[h] - m_ref);
+    s[2 + h] = fast_exp2(s[2 + h] - m_ref);
+    l[h] = l[h] * alpha[h] + s[h] + s[2 + h];
+    m[h] = m_new;
+  }
+  if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
+#pragma unroll
+    for (int nd = 0; nd < kSteps; ++nd) {
+      Ot[nd][0] *= alpha[0];
+      Ot[nd][1] *= alpha[1];
+      Ot[nd][2] *= alpha[0];
+      Ot[nd][3] *= alpha[1];
+    }
+  }
+  // P^T as the B operand (keys x rows): the transposes of P's two 8x8 key halves.
+  const uint32_t b[2] = {movmatrix_trans(MmaType<T>::pack(s[0], s[1])),
+                         movmatrix_trans(MmaType<T>::pack(s[2], s[3]))};
+  // V_c^T fragments: a[0], a[1] hold keys 2*(lane%4) + {0, 1}, a[2], a[3] those + 8; V rows past
+  // the sequence's end may hold NaN (P = 0 does not cancel it): zero them in registers.
+  const int k2 = 2 * (lane % 4);
+  const uint32_t keep_lo =
+      (k2 < kv_valid ? 0x0000ffffu : 0u) | (k2 + 1 < kv_valid ? 0xffff0000u : 0u);
+  const uint32_t keep_hi =
+      (k2 + 8 < kv_valid ? 0x0000ffffu : 0u) | (k2 + 9 < kv_valid ? 0xffff0000u : 0u);
+#pragma unroll
+  for (int nd = 0; nd < kSteps; ++nd) {
+    if (nd * 16 >= head_dim) break;
+    uint32_t a[4];  // (keys 0-7, columns 0-7), (keys 0-7, 8-15), (keys 8-15, 0-7), (8-15, 8-15)
+    ldmatrix_x4_trans(
+        a, Vs + kv_off<Tr>(c0 + (lane / 16) * 8 + lane % 8, nd * 2 + ((lane / 8) & 1), kl));
+    a[0] &= keep_lo;
+    a[1] &= keep_lo;
+    a[2] &= keep_hi;
+    a[3] &= keep_hi;
+    MmaType<T>::mma(Ot[nd], a, b);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 1. Append k_new / v_new into the cache (one thread per 16-byte vector).
 // ---------------------------------------------------------------------------------------------
@@ -338,13 +481,13 @@ __device__ __forceinline__ void merge_partials(const float (&x)[kN], const float
   }
 }
 
-template <typename T, int kD, bool kBulk, bool kCompact, bool kWide>
-__global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::kThreads)
-    __maxnreg__((DecodeTraits<T, kD, kBulk, kCompact, kWide>::kMaxRegs))
+template <typename T, int kD, bool kBulk, bool kCompact, bool kWide, bool kKeyMajor>
+__global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kKeyMajor>::kThreads)
+    __maxnreg__((DecodeTraits<T, kD, kBulk, kCompact, kWide, kKeyMajor>::kMaxRegs))
         decode_split_kernel(const DecodeParams p, const int row_chunks, float* o_part,
                             float* lse_part, const __grid_constant__ CUtensorMap tm_k,
                             const __grid_constant__ CUtensorMap tm_v, const bool full_row_boxes) {
-  using Tr = DecodeTraits<T, kD, kBulk, kCompact, kWide>;
+  using Tr = DecodeTraits<T, kD, kBulk, kCompact, kWide, kKeyMajor>;
   constexpr int kBc = Tr::kBc;
   constexpr int kStages = Tr::kStages;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -522,14 +665,33 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::k
     }
   }
 
-  // ---- Per-warp running state: O_i (16 x D), m_i, l_i for the lane's two rows (log2 units).
+  // ---- Per-warp running state for the lane's two query rows (row-major step: rows lane/4 and
+  //      lane/4 + 8 of the warp's row tile; key-major: rows 2*(lane%4) + {0, 1}): O_i (16 x D,
+  //      or O_i^T D x 8), m_i (log2 units), l_i (partial row sums, completed at the end).
   float O[kD / 8][4];
+  float Ot[kD / 16][4];
+  uint32_t qf[kD / 16][2];  // key-major: Q_i^T as mma B fragments
 #pragma unroll
   for (int nd = 0; nd < kD / 8; ++nd) O[nd][0] = O[nd][1] = O[nd][2] = O[nd][3] = 0.0f;
+#pragma unroll
+  for (int nd = 0; nd < kD / 16; ++nd) Ot[nd][0] = Ot[nd][1] = Ot[nd][2] = Ot[nd][3] = 0.0f;
+  if constexpr (Tr::kKeyMajor) {
+#pragma unroll
+    for (int kp = 0; kp < kD / 32; ++kp) {  // rows 0-7 x columns 32 kp + 8 (lane / 8) ..
+      uint32_t r[4];
+      ldmatrix_x4(r, Qs + q_off<Tr>(lane % 8, kp * 4 + lane / 8));
+      qf[2 * kp][0] = r[0];
+      qf[2 * kp][1] = r[1];
+      qf[2 * kp + 1][0] = r[2];
+      qf[2 * kp + 1][1] = r[3];
+    }
+  }
   float m_i[2] = {-INFINITY, -INFINITY};
-  float l_i[2] = {0.0f, 0.0f};  // per-lane partial row sums; completed over the quad at the end
-  const int r_lo = rt * Tr::kRowTile + lane / 4;
-  const int64_t t_row[2] = {(row_begin + r_lo) % S_q, (row_begin + r_lo + 8) % S_q};
+  float l_i[2] = {0.0f, 0.0f};
+  const int lr_lo = Tr::kKeyMajor ? 2 * (lane % 4) : lane / 4;  // rows within the row tile
+  const int lr_hi = Tr::kKeyMajor ? lr_lo + 1 : lr_lo + 8;
+  const int64_t t_row[2] = {(row_begin + rt * Tr::kRowTile + lr_lo) % S_q,
+                            (row_begin + rt * Tr::kRowTile + lr_hi) % S_q};
   const float scale_log2 = p.scale * kLog2e;
 
   if (is_producer) {
@@ -583,61 +745,16 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::k
       for (int c = c0; c < kChunks; c += warps_n) {
         const int64_t key0 = blk * kBc + c * Tr::kKeyChunk;
         if (key0 >= L) break;
-        // S_ij = Q_i K_j^T   (16 rows x 16 keys)
-        float S[2][4] = {};
-        if (FM_DECODE_DIAG != 4)
-          warp_qk<Tr>(S, Qs, rt * Tr::kRowTile, Ks, c * Tr::kKeyChunk, lane, head_dim, kl);
-
-        // Scale into the log2 domain; mask keys past each row's causal limit (and past L).
         const bool need_mask = key0 + Tr::kKeyChunk - 1 > causal_limit;
-#pragma unroll
-        for (int nt = 0; nt < 2; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            S[nt][e] *= scale_log2;
-            const int64_t key = key0 + nt * 8 + 2 * (lane % 4) + (e & 1);
-            if (need_mask && key > causal_limit + t_row[e >> 1]) S[nt][e] = -INFINITY;
-          }
+        const int kv_valid = int(min(int64_t(Tr::kKeyChunk), L - key0));
+        if constexpr (Tr::kKeyMajor) {
+          warp_step_key_major<Tr>(Ot, m_i, l_i, qf, Ks, Vs, c * Tr::kKeyChunk, lane, head_dim, kl,
+                                  key0, need_mask, causal_limit, t_row, scale_log2, kv_valid);
+        } else {
+          warp_step_row_major<Tr>(O, m_i, l_i, Qs, rt * Tr::kRowTile, Ks, Vs, c * Tr::kKeyChunk,
+                                  lane, head_dim, kl, Pw, key0, need_mask, causal_limit, t_row,
+                                  scale_log2, kv_valid);
         }
-
-        // m_i = max(m_i, rowmax(S_ij)),  P_ij = exp2(S_ij - m_i),  l_i = e^(..) l_i + rowsum(P);
-        // O_i is rescaled once for both row halves, and not at all when no row maximum moved.
-        float alpha[2];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          float mx =
-              fmaxf(fmaxf(S[0][2 * h], S[0][2 * h + 1]), fmaxf(S[1][2 * h], S[1][2 * h + 1]));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-          const float m_new = fmaxf(m_i[h], mx);
-          alpha[h] = m_i[h] == -INFINITY ? 0.0f : fast_exp2(m_i[h] - m_new);
-          const float m_ref = m_new == -INFINITY ? 0.0f : m_new;  // fully masked row: P = 0
-          float row_sum = 0.0f;
-#pragma unroll
-          for (int nt = 0; nt < 2; ++nt) {
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              S[nt][2 * h + e] = fast_exp2(S[nt][2 * h + e] - m_ref);
-              row_sum += S[nt][2 * h + e];
-            }
-          }
-          l_i[h] = l_i[h] * alpha[h] + row_sum;
-          m_i[h] = m_new;
-        }
-        if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
-#pragma unroll
-          for (int nd = 0; nd < kD / 8; ++nd) {
-            O[nd][0] *= alpha[0];
-            O[nd][1] *= alpha[0];
-            O[nd][2] *= alpha[1];
-            O[nd][3] *= alpha[1];
-          }
-        }
-
-        // O_i += P_ij V_j
-        if (FM_DECODE_DIAG != 3)
-          warp_pv<Tr>(O, S, Vs, c * Tr::kKeyChunk, lane, head_dim, Pw,
-                      int(min(int64_t(Tr::kKeyChunk), L - key0)), kl);
       }
     }
     if constexpr (kBulk) {
@@ -651,26 +768,38 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide>::k
   // ---- Epilogue: merge the warps of each row tile, normalise, write.
   cp_async_wait<0>();
   __syncthreads();  // pipeline buffers are free: reuse them as the O scratch
+  // Complete the row sums over the lanes that hold the other keys of the same rows.
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    l_i[h] += __shfl_xor_sync(0xffffffffu, l_i[h], 1);
-    l_i[h] += __shfl_xor_sync(0xffffffffu, l_i[h], 2);
+#pragma unroll
+    for (int x = Tr::kKeyMajor ? 4 : 1; x < (Tr::kKeyMajor ? 32 : 4); x *= 2)
+      l_i[h] += __shfl_xor_sync(0xffffffffu, l_i[h], x);
   }
   if (warp_has_rows) {
     float* Ow = Os + warp * Tr::kRowTile * Tr::kOStride;  // [16][kOStride]
     const int g = lane / 4, col = 2 * (lane % 4);
+    if constexpr (Tr::kKeyMajor) {  // O^T fragments: columns nd*16 + g (+8) of rows lr_lo, lr_hi
 #pragma unroll
-    for (int nd = 0; nd < kD / 8; ++nd) {
-      *reinterpret_cast<float2*>(Ow + g * Tr::kOStride + nd * 8 + col) =
-          make_float2(O[nd][0], O[nd][1]);
-      *reinterpret_cast<float2*>(Ow + (g + 8) * Tr::kOStride + nd * 8 + col) =
-          make_float2(O[nd][2], O[nd][3]);
+      for (int nd = 0; nd < kD / 16; ++nd) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          Ow[(e & 1 ? lr_hi : lr_lo) * Tr::kOStride + nd * 16 + g + 8 * (e >> 1)] = Ot[nd][e];
+      }
+    } else {
+#pragma unroll
+      for (int nd = 0; nd < kD / 8; ++nd) {
+        *reinterpret_cast<float2*>(Ow + g * Tr::kOStride + nd * 8 + col) =
+            make_float2(O[nd][0], O[nd][1]);
+        *reinterpret_cast<float2*>(Ow + (g + 8) * Tr::kOStride + nd * 8 + col) =
+            make_float2(O[nd][2], O[nd][3]);
+      }
     }
-    if (lane % 4 == 0) {
-      Ms[warp * Tr::kRowTile + g] = m_i[0];
-      Ms[warp * Tr::kRowTile + g + 8] = m_i[1];
-      Ls[warp * Tr::kRowTile + g] = l_i[0];
-      Ls[warp * Tr::kRowTile + g + 8] = l_i[1];
+    // One lane per row writes its m and l: lanes 0-3 (key-major), lanes 4k (row-major).
+    if (Tr::kKeyMajor ? g == 0 : lane % 4 == 0) {
+      Ms[warp * Tr::kRowTile + lr_lo] = m_i[0];
+      Ms[warp * Tr::kRowTile + lr_hi] = m_i[1];
+      Ls[warp * Tr::kRowTile + lr_lo] = l_i[0];
+      Ls[warp * Tr::kRowTile + lr_hi] = l_i[1];
     }
   }
   bad = __syncthreads_or(bad);
@@ -852,10 +981,11 @@ __global__ void __launch_bounds__(kCombineThreads)
 // ---------------------------------------------------------------------------------------------
 // Host side
 // ---------------------------------------------------------------------------------------------
-template <typename T, int kD, bool kBulk, bool kCompact = false, bool kWide = false>
+template <typename T, int kD, bool kBulk, bool kCompact = false, bool kWide = false,
+          bool kKeyMajor = false>
 struct Config {
   using Type = T;
-  using Traits = DecodeTraits<T, kD, kBulk, kCompact, kWide>;
+  using Traits = DecodeTraits<T, kD, kBulk, kCompact, kWide, kKeyMajor>;
 };
 
 DecodeCopyMode g_copy_mode = DecodeCopyMode::kAuto;
@@ -869,6 +999,10 @@ int g_l2_promotion = FM_DECODE_L2_PROMO;
 #define FM_DECODE_FULL_ROW_BOXES 1
 #endif
 bool g_full_row_boxes = FM_DECODE_FULL_ROW_BOXES;
+#ifndef FM_DECODE_KEY_MAJOR  // default of decode_set_key_major (decode_traits.h)
+#define FM_DECODE_KEY_MAJOR 1
+#endif
+bool g_key_major = FM_DECODE_KEY_MAJOR;
 
 // Host-side caches. Decode runs once per generated token, so its host path should cost a few
 // microseconds: the shared-memory opt-in and the occupancy query are per (device, kernel,
@@ -978,11 +1112,12 @@ bool use_bulk_copy(bool hopper) {
 struct Path {
   bool bulk = false;
   bool compact = false;
-  bool wide = false;  // tensor-copy path: the wide CTA (where the rows are narrow)
+  bool wide = false;       // tensor-copy path: the wide CTA (where the rows are narrow)
+  bool key_major = false;  // tensor-copy path: the key-major step (fp16/bf16, <= 8 rows)
 };
 
-// f(Config<T, kD, kBulk, kCompact, kWide>{}) for the dtype, the decode head-dim bucket and the
-// path.
+// f(Config<T, kD, kBulk, kCompact, kWide, kKeyMajor>{}) for the dtype, the decode head-dim bucket
+// and the path.
 template <class F>
 void dispatch_decode(DType dtype, int64_t head_dim, Path path, F&& f) {
   auto by_dim = [&](auto type_tag) {
@@ -991,6 +1126,10 @@ void dispatch_decode(DType dtype, int64_t head_dim, Path path, F&& f) {
       constexpr int kD = decltype(dim_tag)::value;
       if (path.bulk) {
         if constexpr (DecodeTraits<T, kD, true, false, true>::kWide) {
+          if constexpr (DecodeTraits<T, kD, true, false, true, true>::kKeyMajor) {
+            if (path.key_major && path.wide) return f(Config<T, kD, true, false, true, true>{});
+            if (path.key_major) return f(Config<T, kD, true, false, false, true>{});
+          }
           if (path.wide) return f(Config<T, kD, true, false, true>{});
         }
         return f(Config<T, kD, true>{});
@@ -1070,6 +1209,13 @@ Layout layout(const DecodeParams& p) {
   return l;
 }
 
+// The key-major step (DecodeTraits::kKeyMajor) where a CTA's query rows fit its N = 8 side.
+bool use_key_major(const DecodeParams& p) {
+  return g_key_major && p.dtype != DType::kFloat32 &&
+         p.group_size() * p.seqlen_q <=
+             DecodeTraits<__half, 128, true, false, false, true>::kKeyMajorRows;
+}
+
 // The path for p on the current device. Where the regular cp.async tile exceeds the device's
 // shared memory per block (99 KB on sm_86/89), head dims <= 128 take the compact tile and larger
 // ones raise a clear error.
@@ -1077,6 +1223,7 @@ Path choose_path(const DecodeParams& p, bool hopper) {
   Path path;
   path.bulk = use_bulk_copy(hopper);
   path.wide = path.bulk && (p.wide_ctas != 0 || g_copy_mode == DecodeCopyMode::kBulkWide);
+  path.key_major = path.bulk && use_key_major(p);
   if (path.bulk) return path;
   int64_t regular = 0;
   dispatch_decode(p.dtype, p.head_dim, Path{}, [&](auto cfg) {
@@ -1105,6 +1252,8 @@ void decode_set_tuning(DecodeCopyMode mode, bool allow_pdl) {
 void decode_set_tma_l2_promotion(int bytes) { g_l2_promotion = bytes; }
 
 void decode_set_full_row_boxes(bool allow) { g_full_row_boxes = allow; }
+
+void decode_set_key_major(bool allow) { g_key_major = allow; }
 
 void decode_set_cluster_merge(bool allow) { g_allow_cluster = allow; }
 
@@ -1136,6 +1285,7 @@ bool wide_ctas_fit(const DecodeParams& p, bool hopper, int64_t ctas, int num_sms
   if (s > kDecodeMaxClusterSplits || ctas * s * 10 < int64_t(num_sms) * 9) return false;
   Path path;
   path.bulk = path.wide = true;
+  path.key_major = use_key_major(p);
   bool fits = false;
   dispatch_decode(p.dtype, p.head_dim, path, [&](auto cfg) {
     using T = typename decltype(cfg)::Type;
@@ -1143,7 +1293,7 @@ bool wide_ctas_fit(const DecodeParams& p, bool hopper, int64_t ctas, int num_sms
     if constexpr (Tr::kWide) {
       if (p.block_table != nullptr && p.page_size < Tr::kBc) return;
       const int64_t smem = Tr::smem_bytes(layout<Tr>(p).rows_cta);
-      auto* kernel = decode_split_kernel<T, Tr::kHeadDim, true, false, true>;
+      auto* kernel = decode_split_kernel<T, Tr::kHeadDim, true, false, true, Tr::kKeyMajor>;
       fits = blocks_per_sm(kernel, Tr::kThreads, smem) >= 1 &&
              (s == 1 || (g_allow_cluster &&
                          clusters_keep_occupancy(kernel, Tr::kThreads, smem, int(s), ctas * s)));
@@ -1165,9 +1315,9 @@ int64_t decode_plan(DecodeParams& p, int num_sms) {
     // per-warp allocation granularity); an estimate from shared memory alone if it fails.
     const int64_t smem = Tr::smem_bytes(l.rows_cta);
     per_sm = std::clamp<int64_t>((228 * 1024) / (smem + 1024), 1, 16);
-    const int blocks =
-        blocks_per_sm(decode_split_kernel<T, Tr::kHeadDim, Tr::kBulk, Tr::kCompact, Tr::kWide>,
-                      Tr::kThreads, smem);
+    const int blocks = blocks_per_sm(
+        decode_split_kernel<T, Tr::kHeadDim, Tr::kBulk, Tr::kCompact, Tr::kWide, Tr::kKeyMajor>,
+        Tr::kThreads, smem);
     if (blocks > 0) per_sm = blocks;
   });
   if (p.num_splits == 0) {
@@ -1236,7 +1386,8 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
                       bool full_rows) {
       using TrS = typename decltype(cfg_split)::Traits;
       const int64_t smem = TrS::smem_bytes(l.rows_cta);
-      auto* kernel = decode_split_kernel<T, TrS::kHeadDim, TrS::kBulk, TrS::kCompact, TrS::kWide>;
+      auto* kernel = decode_split_kernel<T, TrS::kHeadDim, TrS::kBulk, TrS::kCompact, TrS::kWide,
+                                         TrS::kKeyMajor>;
       FM_CUDA_CHECK(raise_dynamic_smem(kernel, smem));
       const bool cluster = TrS::kClusterMerge && splits > 1 && splits <= kDecodeMaxClusterSplits &&
                            g_allow_cluster &&
@@ -1267,7 +1418,8 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
             make_cache_map<T>(&tm_v, p.v_cache, p.v_cache_strides, p, box_rows, full_rows);
     }
     if (tma) {
-      launch(Config<T, Tr::kHeadDim, true, false, Tr::kWide>{}, tm_k, tm_v, full_rows);
+      launch(Config<T, Tr::kHeadDim, true, false, Tr::kWide, Tr::kKeyMajor>{}, tm_k, tm_v,
+             full_rows);
     } else {
       launch(Config<T, Tr::kHeadDim, false, Tr::kCompact>{}, tm_k, tm_v, false);
     }

@@ -45,13 +45,13 @@ constexpr int decode_head_dim_bucket(int64_t d) { return d <= 64 ? 64 : d <= 128
 #endif
 
 // Diagnostics (session 8; wrong results): 1 = consumers skip the math (the copy pipeline
-// alone), 2 = the producer copies nothing (the math alone, on stale shared memory), 3 = no
-// P V products, 4 = no Q K^T products (what halving the math would buy).
+// alone), 2 = the producer copies nothing (the math alone, on stale shared memory).
 #ifndef FM_DECODE_DIAG
 #define FM_DECODE_DIAG 0
 #endif
 
-template <typename T, int kD, bool kBulkCopy, bool kCompactTile = false, bool kWideCta = false>
+template <typename T, int kD, bool kBulkCopy, bool kCompactTile = false, bool kWideCta = false,
+          bool kKeyMajorStep = false>
 struct DecodeTraits {
   static constexpr bool kBulk = kBulkCopy;
   // Compact tile (cp.async path, head dims <= 128): 2 stages and <= 32 query rows per CTA, so a
@@ -66,6 +66,12 @@ struct DecodeTraits {
   // per SM. Chosen by the heuristic where one wave of such CTAs covers the work with <= 8
   // splits merged in a cluster: the SMs then progress evenly, and no combine kernel runs.
   static constexpr bool kWide = kWideCta && kNarrow;
+  // Key-major step (fp16/bf16, narrow rows, <= 8 query rows per CTA): S^T = K_j Q_i^T and
+  // O^T += V_j^T P^T, keys on the mma's M side and the query rows on its N = 8 side, so no
+  // tensor-core work goes to padding rows (the row-major step pads 1-8 rows to 16): half the
+  // mma.sync and a third fewer ldmatrix per key, Q_i^T in registers.
+  static constexpr bool kKeyMajor = kKeyMajorStep && kNarrow && sizeof(T) == 2;
+  static constexpr int kKeyMajorRows = 8;
   static constexpr int kWarps = kWide ? 8 : kNarrow ? FM_DECODE_BULK_WARPS : 4;  // consumer warps
   // Tensor-copy path: one extra warp is the producer (issues the TMA copies, never computes).
   // (FM_DECODE_PRODUCER_WARP=0: thread 0 refills stages between its own blocks instead.)
@@ -163,6 +169,9 @@ void decode_set_tma_l2_promotion(int bytes);
 // Tuning / test hook: whether the K/V tiles of a head dim that fills its bucket are copied by one
 // TMA box of whole rows (default) or by one box per 128-byte column (as other head dims are).
 void decode_set_full_row_boxes(bool allow);
+// Tuning / test hook: whether CTAs with <= 8 query rows (fp16/bf16, tensor-copy path) take the
+// key-major step (default) or the row-major one.
+void decode_set_key_major(bool allow);
 // Tuning / test hook: whether a few splits may merge inside a thread-block cluster (default on;
 // off: every split count goes through the combine kernel).
 void decode_set_cluster_merge(bool allow);

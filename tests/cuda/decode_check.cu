@@ -861,6 +861,11 @@ int main(int argc, char** argv) {
       flashmin::cuda::decode_set_tuning(DecodeCopyMode::kBulk, true);
       std::printf("=== copy path: bulk (sm_90 TMA tensor copies + mbarriers)\n");
       correctness_suite();
+      // The row-major step for the CTAs that take the key-major one by default (<= 8 rows).
+      flashmin::cuda::decode_set_key_major(false);
+      std::printf("=== copy path: bulk, row-major step\n");
+      correctness_suite();
+      flashmin::cuda::decode_set_key_major(true);
       // Every split count through the combine kernel (<= 8 splits merge in a cluster above).
       flashmin::cuda::decode_set_cluster_merge(false);
       std::printf("=== copy path: bulk, cluster merge off\n");

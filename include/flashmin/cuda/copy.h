@@ -50,4 +50,12 @@ __device__ __forceinline__ void ldmatrix_x2_trans(uint32_t (&r)[2], const void* 
                : "r"(smem_addr(smem_row)));
 }
 
+// Transpose an 8x8 b16 matrix held in the ldmatrix / mma fragment layout (lane holds row
+// lane/4, columns 2*(lane%4) + {0, 1}) across the warp, in registers.
+__device__ __forceinline__ uint32_t movmatrix_trans(uint32_t x) {
+  uint32_t y;
+  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x));
+  return y;
+}
+
 }  // namespace flashmin::cuda
