@@ -546,6 +546,22 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
   const int head_dim = int(p.head_dim);
   // Tensor-copy path: how the rows of a K_j, V_j tile lie in shared memory (kv_off).
   const KvLines kl = full_row_boxes ? KvLines{Tr::kDBoxes, 1} : KvLines{1, kBc};
+  // The warps of a row tile take the 16-key chunks of each block in turn (global chunk index
+  // modulo warps_n), so blocks with fewer chunks than warps still keep all busy. (warps_n is a
+  // power of 2; when kWarps divides the chunk count, every warp simply takes chunks wn + k
+  // warps_n.) first_chunk(blk): this warp's first chunk of block blk.
+  auto first_chunk = [&](int64_t blk) {
+    constexpr int kChunks = kBc / Tr::kKeyChunk;
+    if constexpr (kChunks % Tr::kWarps != 0)
+      return (wn - int((uint32_t(blk) * kChunks) & uint32_t(warps_n - 1))) & (warps_n - 1);
+    return wn;
+  };
+  // cp.async path, one row tile shared by all warps: each warp copies and waits for its own
+  // chunks only (FM_DECODE_WARP_PIPE experiment).
+  // Only where every warp keeps the same chunk positions in every block (no rotation): a
+  // stage's rows then belong to one warp for good.
+  constexpr bool kFixedChunks = (kBc / Tr::kKeyChunk) % Tr::kWarps == 0;
+  const bool warp_pipe = FM_DECODE_WARP_PIPE && !kBulk && kFixedChunks && warps_n == Tr::kWarps;
 
   const T* q = static_cast<const T*>(p.q);
   const T* k_cache = static_cast<const T*>(p.k_cache);
@@ -604,6 +620,31 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
           }
         }
       }
+    } else if (warp_pipe) {
+      // Warp-private pipeline: this warp's own 16-key chunks of the block, lanes over pieces.
+      constexpr int kChunks = kBc / Tr::kKeyChunk;
+      for (int c = first_chunk(blk); c < kChunks; c += warps_n) {
+#pragma unroll
+        for (int it = 0; it < Tr::kKeyChunk * Tr::kVecsPerRow / 32; ++it) {
+          const int i = lane + it * 32;
+          const int r = c * Tr::kKeyChunk + i / Tr::kVecsPerRow, v = i % Tr::kVecsPerRow;
+          const int64_t key = blk * kBc + r;
+          bool ok = key < L && v * Tr::kVec < head_dim;
+          const T* k_src = k_cache;
+          const T* v_src = v_cache;
+          if (ok) {
+            int64_t sl, ps;
+            ok = locate_key(p, b, key, log2_page, &sl, &ps);
+            bad |= !ok;
+            if (ok) {
+              k_src = k_cache + offset(p.k_cache_strides, sl, hk, ps) + v * Tr::kVec;
+              v_src = v_cache + offset(p.v_cache_strides, sl, hk, ps) + v * Tr::kVec;
+            }
+          }
+          cp_async_16<FM_DECODE_CP_L2>(Ks + kv_off<Tr>(r, v, kl), k_src, ok);
+          cp_async_16<FM_DECODE_CP_L2>(Vs + kv_off<Tr>(r, v, kl), v_src, ok);
+        }
+      }
     } else {
 #pragma unroll
       for (int it = 0; it < Tr::kVecsPerThread; ++it) {
@@ -622,8 +663,8 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
             v_src = v_cache + offset(p.v_cache_strides, sl, hk, ps) + v * Tr::kVec;
           }
         }
-        cp_async_16(Ks + kv_off<Tr>(r, v, kl), k_src, ok);
-        cp_async_16(Vs + kv_off<Tr>(r, v, kl), v_src, ok);
+        cp_async_16<FM_DECODE_CP_L2>(Ks + kv_off<Tr>(r, v, kl), k_src, ok);
+        cp_async_16<FM_DECODE_CP_L2>(Vs + kv_off<Tr>(r, v, kl), v_src, ok);
       }
     }
   };
@@ -652,17 +693,20 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
     if (ok) src = q + offset(p.q_strides, b, hk * group + R / S_q, R % S_q) + v * Tr::kVec;
     cp_async_16(Qs + q_off<Tr>(r, v), src, ok);
   }
+  cp_async_commit();
   if constexpr (kBulk) {
-    cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();  // Q_i and the mbarrier initialisation are visible to every thread
   } else {
-    // Q_i joins the first cp.async group; kStages - 1 blocks in flight.
+    // Q_i is the first cp.async group, then kStages - 1 blocks in flight; Q_i is visible to
+    // every warp before the loop (the key-major step and the warp-private pipeline need it).
 #pragma unroll
     for (int s = 0; s < kStages - 1; ++s) {
       if (blk_begin + s < blk_end) load_kv(blk_begin + s, s);
       cp_async_commit();
     }
+    cp_async_wait<kStages - 1>();
+    __syncthreads();
   }
 
   // ---- Per-warp running state for the lane's two query rows (row-major step: rows lane/4 and
@@ -727,22 +771,19 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
       // Issue block blk + kStages - 1 into the stage freed at the end of the last iteration.
       if (blk + kStages - 1 < blk_end) load_kv(blk + kStages - 1, (it + kStages - 1) % kStages);
       cp_async_commit();
-      cp_async_wait<kStages - 1>();  // block blk (and Q_i) has landed
-      __syncthreads();
+      cp_async_wait<kStages - 1>();  // block blk has landed
+      if (warp_pipe) {
+        __syncwarp();  // the warp's own copies of block blk are visible to all its lanes
+      } else {
+        __syncthreads();
+      }
     }
 
     const T* Ks = KVs + stage * 2 * kBc * kD;  // K_j: [B_c][kD]
     const T* Vs = Ks + kBc * kD;               // V_j: [B_c][kD]
     if (warp_has_rows && FM_DECODE_DIAG != 1) {
-      // The warps of a row tile take the 16-key chunks of the key range in turn (global chunk
-      // index modulo warps_n), so blocks with fewer chunks than warps still keep all busy.
-      // (warps_n is a power of 2; when kWarps divides the chunk count, every warp simply takes
-      // chunks wn + k warps_n.)
       constexpr int kChunks = kBc / Tr::kKeyChunk;
-      int c0 = wn;
-      if constexpr (kChunks % Tr::kWarps != 0)
-        c0 = (wn - int((uint32_t(blk) * kChunks) & uint32_t(warps_n - 1))) & (warps_n - 1);
-      for (int c = c0; c < kChunks; c += warps_n) {
+      for (int c = first_chunk(blk); c < kChunks; c += warps_n) {
         const int64_t key0 = blk * kBc + c * Tr::kKeyChunk;
         if (key0 >= L) break;
         const bool need_mask = key0 + Tr::kKeyChunk - 1 > causal_limit;
@@ -760,6 +801,8 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
     if constexpr (kBulk) {
       __syncwarp();  // the whole warp is done reading this stage: release it to the producer
       if (lane == 0) mbar_arrive(&empty_bar[stage]);
+    } else if (warp_pipe) {
+      __syncwarp();  // the warp is done with its chunks of this stage before it refills them
     } else {
       __syncthreads();  // everyone is done with this stage before it is refilled
     }
@@ -1103,7 +1146,7 @@ bool device_is_hopper_or_newer() { return compute_capability_major(current_devic
 
 // The tensor-copy (TMA) kernels exist for sm_90+ only.
 bool use_bulk_copy(bool hopper) {
-  if (!hopper) return false;
+  if (!hopper || FM_DECODE_FORCE_CPASYNC) return false;
   return g_copy_mode != DecodeCopyMode::kCpAsync && g_copy_mode != DecodeCopyMode::kCompact;
 }
 
@@ -1136,6 +1179,9 @@ void dispatch_decode(DType dtype, int64_t head_dim, Path path, F&& f) {
       }
       if constexpr (kD <= 128) {
         if (path.compact) return f(Config<T, kD, false, true>{});
+      }
+      if constexpr (DecodeTraits<T, kD, false, false, false, true>::kKeyMajor) {
+        if (path.key_major) return f(Config<T, kD, false, false, false, true>{});
       }
       return f(Config<T, kD, false>{});
     };
@@ -1223,7 +1269,7 @@ Path choose_path(const DecodeParams& p, bool hopper) {
   Path path;
   path.bulk = use_bulk_copy(hopper);
   path.wide = path.bulk && (p.wide_ctas != 0 || g_copy_mode == DecodeCopyMode::kBulkWide);
-  path.key_major = path.bulk && use_key_major(p);
+  path.key_major = use_key_major(p);
   if (path.bulk) return path;
   int64_t regular = 0;
   dispatch_decode(p.dtype, p.head_dim, Path{}, [&](auto cfg) {
@@ -1421,7 +1467,8 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
       launch(Config<T, Tr::kHeadDim, true, false, Tr::kWide, Tr::kKeyMajor>{}, tm_k, tm_v,
              full_rows);
     } else {
-      launch(Config<T, Tr::kHeadDim, false, Tr::kCompact>{}, tm_k, tm_v, false);
+      launch(Config<T, Tr::kHeadDim, false, Tr::kCompact, false, Tr::kKeyMajor>{}, tm_k, tm_v,
+             false);
     }
 
     // 3. Combine the splits through their lse.

@@ -44,6 +44,20 @@ constexpr int decode_head_dim_bucket(int64_t d) { return d <= 64 ? 64 : d <= 128
 #define FM_DECODE_BULK_MIN_STAGES 3
 #endif
 
+// Experiment (session 8): on the cp.async path, CTAs whose warps all share one row tile (<= 16
+// query rows) run a warp-private pipeline: each warp copies only the key chunks it computes
+// and waits for its own copies (no CTA-wide barrier per block). FM_DECODE_FORCE_CPASYNC=1
+// makes every mode but the wide CTA take the cp.async path on sm_90 too, for A/B timing.
+#ifndef FM_DECODE_WARP_PIPE
+#define FM_DECODE_WARP_PIPE 0
+#endif
+#ifndef FM_DECODE_FORCE_CPASYNC
+#define FM_DECODE_FORCE_CPASYNC 0
+#endif
+// cp.async path: L2 prefetch-size hint of the K/V copies (0, 128 or 256 bytes).
+#ifndef FM_DECODE_CP_L2
+#define FM_DECODE_CP_L2 0
+#endif
 // Diagnostics (session 8; wrong results): 1 = consumers skip the math (the copy pipeline
 // alone), 2 = the producer copies nothing (the math alone, on stale shared memory).
 #ifndef FM_DECODE_DIAG
@@ -70,7 +84,8 @@ struct DecodeTraits {
   // O^T += V_j^T P^T, keys on the mma's M side and the query rows on its N = 8 side, so no
   // tensor-core work goes to padding rows (the row-major step pads 1-8 rows to 16): half the
   // mma.sync and a third fewer ldmatrix per key, Q_i^T in registers.
-  static constexpr bool kKeyMajor = kKeyMajorStep && kNarrow && sizeof(T) == 2;
+  static constexpr bool kKeyMajor =
+      kKeyMajorStep && !kCompactTile && kD * int(sizeof(T)) <= 256 && sizeof(T) == 2;
   static constexpr int kKeyMajorRows = 8;
   static constexpr int kWarps = kWide ? 8 : kNarrow ? FM_DECODE_BULK_WARPS : 4;  // consumer warps
   // Tensor-copy path: one extra warp is the producer (issues the TMA copies, never computes).
