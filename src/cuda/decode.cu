@@ -556,12 +556,6 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
       return (wn - int((uint32_t(blk) * kChunks) & uint32_t(warps_n - 1))) & (warps_n - 1);
     return wn;
   };
-  // cp.async path, one row tile shared by all warps: each warp copies and waits for its own
-  // chunks only (FM_DECODE_WARP_PIPE experiment).
-  // Only where every warp keeps the same chunk positions in every block (no rotation): a
-  // stage's rows then belong to one warp for good.
-  constexpr bool kFixedChunks = (kBc / Tr::kKeyChunk) % Tr::kWarps == 0;
-  const bool warp_pipe = FM_DECODE_WARP_PIPE && !kBulk && kFixedChunks && warps_n == Tr::kWarps;
 
   const T* q = static_cast<const T*>(p.q);
   const T* k_cache = static_cast<const T*>(p.k_cache);
@@ -620,31 +614,6 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
           }
         }
       }
-    } else if (warp_pipe) {
-      // Warp-private pipeline: this warp's own 16-key chunks of the block, lanes over pieces.
-      constexpr int kChunks = kBc / Tr::kKeyChunk;
-      for (int c = first_chunk(blk); c < kChunks; c += warps_n) {
-#pragma unroll
-        for (int it = 0; it < Tr::kKeyChunk * Tr::kVecsPerRow / 32; ++it) {
-          const int i = lane + it * 32;
-          const int r = c * Tr::kKeyChunk + i / Tr::kVecsPerRow, v = i % Tr::kVecsPerRow;
-          const int64_t key = blk * kBc + r;
-          bool ok = key < L && v * Tr::kVec < head_dim;
-          const T* k_src = k_cache;
-          const T* v_src = v_cache;
-          if (ok) {
-            int64_t sl, ps;
-            ok = locate_key(p, b, key, log2_page, &sl, &ps);
-            bad |= !ok;
-            if (ok) {
-              k_src = k_cache + offset(p.k_cache_strides, sl, hk, ps) + v * Tr::kVec;
-              v_src = v_cache + offset(p.v_cache_strides, sl, hk, ps) + v * Tr::kVec;
-            }
-          }
-          cp_async_16<FM_DECODE_CP_L2>(Ks + kv_off<Tr>(r, v, kl), k_src, ok);
-          cp_async_16<FM_DECODE_CP_L2>(Vs + kv_off<Tr>(r, v, kl), v_src, ok);
-        }
-      }
     } else {
 #pragma unroll
       for (int it = 0; it < Tr::kVecsPerThread; ++it) {
@@ -663,8 +632,8 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
             v_src = v_cache + offset(p.v_cache_strides, sl, hk, ps) + v * Tr::kVec;
           }
         }
-        cp_async_16<FM_DECODE_CP_L2>(Ks + kv_off<Tr>(r, v, kl), k_src, ok);
-        cp_async_16<FM_DECODE_CP_L2>(Vs + kv_off<Tr>(r, v, kl), v_src, ok);
+        cp_async_16(Ks + kv_off<Tr>(r, v, kl), k_src, ok);
+        cp_async_16(Vs + kv_off<Tr>(r, v, kl), v_src, ok);
       }
     }
   };
@@ -699,7 +668,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
     __syncthreads();  // Q_i and the mbarrier initialisation are visible to every thread
   } else {
     // Q_i is the first cp.async group, then kStages - 1 blocks in flight; Q_i is visible to
-    // every warp before the loop (the key-major step and the warp-private pipeline need it).
+    // every warp before the loop (the key-major step keeps Q_i^T in registers).
 #pragma unroll
     for (int s = 0; s < kStages - 1; ++s) {
       if (blk_begin + s < blk_end) load_kv(blk_begin + s, s);
@@ -772,11 +741,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
       if (blk + kStages - 1 < blk_end) load_kv(blk + kStages - 1, (it + kStages - 1) % kStages);
       cp_async_commit();
       cp_async_wait<kStages - 1>();  // block blk has landed
-      if (warp_pipe) {
-        __syncwarp();  // the warp's own copies of block blk are visible to all its lanes
-      } else {
-        __syncthreads();
-      }
+      __syncthreads();
     }
 
     const T* Ks = KVs + stage * 2 * kBc * kD;  // K_j: [B_c][kD]
@@ -801,8 +766,6 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
     if constexpr (kBulk) {
       __syncwarp();  // the whole warp is done reading this stage: release it to the producer
       if (lane == 0) mbar_arrive(&empty_bar[stage]);
-    } else if (warp_pipe) {
-      __syncwarp();  // the warp is done with its chunks of this stage before it refills them
     } else {
       __syncthreads();  // everyone is done with this stage before it is refilled
     }

@@ -44,19 +44,9 @@ constexpr int decode_head_dim_bucket(int64_t d) { return d <= 64 ? 64 : d <= 128
 #define FM_DECODE_BULK_MIN_STAGES 3
 #endif
 
-// Experiment (session 8): on the cp.async path, CTAs whose warps all share one row tile (<= 16
-// query rows) run a warp-private pipeline: each warp copies only the key chunks it computes
-// and waits for its own copies (no CTA-wide barrier per block). FM_DECODE_FORCE_CPASYNC=1
-// makes every mode but the wide CTA take the cp.async path on sm_90 too, for A/B timing.
-#ifndef FM_DECODE_WARP_PIPE
-#define FM_DECODE_WARP_PIPE 0
-#endif
+// A/B switch (session 8): every mode but the wide CTA takes the cp.async path on sm_90 too.
 #ifndef FM_DECODE_FORCE_CPASYNC
 #define FM_DECODE_FORCE_CPASYNC 0
-#endif
-// cp.async path: L2 prefetch-size hint of the K/V copies (0, 128 or 256 bytes).
-#ifndef FM_DECODE_CP_L2
-#define FM_DECODE_CP_L2 0
 #endif
 // Diagnostics (session 8; wrong results): 1 = consumers skip the math (the copy pipeline
 // alone), 2 = the producer copies nothing (the math alone, on stale shared memory).

@@ -10,23 +10,11 @@ __device__ __forceinline__ uint32_t smem_addr(const void* p) {
 }
 
 // 16-byte async copy; when !valid the destination is zero-filled and src is not read
-// (src must still be a valid-looking address: pass the tensor base). kL2Prefetch (128 or 256):
-// the L2 fetches that many bytes around the address (the .L2::NB prefetch-size hint).
-template <int kL2Prefetch = 0>
+// (src must still be a valid-looking address: pass the tensor base).
 __device__ __forceinline__ void cp_async_16(void* smem_dst, const void* gmem_src, bool valid) {
   const int src_bytes = valid ? 16 : 0;
-  if constexpr (kL2Prefetch == 256) {
-    asm volatile(
-        "cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem_dst)),
-        "l"(gmem_src), "r"(src_bytes));
-  } else if constexpr (kL2Prefetch == 128) {
-    asm volatile(
-        "cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem_dst)),
-        "l"(gmem_src), "r"(src_bytes));
-  } else {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem_dst)),
-                 "l"(gmem_src), "r"(src_bytes));
-  }
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem_dst)),
+               "l"(gmem_src), "r"(src_bytes));
 }
 
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
