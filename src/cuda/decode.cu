@@ -11,7 +11,9 @@
 //      K_j, V_j (B_c keys, 32 KB per stage) through a 3-stage pipeline (sm_90: TMA tensor
 //      copies issued by a dedicated producer warp, full/empty mbarriers; sm_80: cp.async);
 //      each compute warp runs the FA2 inner loop (online softmax) on 16 query rows x 16 keys at a
-//      time, on tensor cores (mma.sync m16n8k16) for fp16/bf16 or on CUDA cores for fp32. Warps
+//      time, on tensor cores (mma.sync m16n8k16) for fp16/bf16 or on CUDA cores for fp32; a
+//      CTA with <= 8 fp16/bf16 rows runs it key-major instead (S^T = K Q^T, keys on the mma's
+//      M side: no work on padding rows). Warps
 //      that share a row tile split the keys of a block and merge at the end. With one split it
 //      writes O and lse directly; otherwise a normalised partial O_s and its lse_s (fp32, in the
 //      workspace).
