@@ -173,6 +173,27 @@ __device__ __forceinline__ void store4(T* dst, float4 v) {
 // column tile. The softmax code is therefore shared.
 // ---------------------------------------------------------------------------------------------
 
+// Online softmax, one row (log2 units): m moves to max(m, chunk_max); returns the factor that
+// rescales what was accumulated under the old m (0 while the row was empty) and sets m_ref, the
+// value the chunk's scores are exponentiated against (0 for a fully masked row: P = 0).
+__device__ __forceinline__ float advance_row_max(float& m, float chunk_max, float& m_ref) {
+  const float m_new = fmaxf(m, chunk_max);
+  const float alpha = m == -INFINITY ? 0.0f : fast_exp2(m - m_new);
+  m_ref = m_new == -INFINITY ? 0.0f : m_new;
+  m = m_new;
+  return alpha;
+}
+
+// Masks for the packed 16-bit V values of a 16-key chunk that a lane holds in both steps' V
+// fragments: keys 2*(lane%4) + {0, 1} (keep_lo) and those + 8 (keep_hi), low half first. Keys
+// >= kv_valid are past the sequence's end and may hold NaN (P = 0 does not cancel it).
+__device__ __forceinline__ void v_key_masks(int lane, int kv_valid, uint32_t& keep_lo,
+                                            uint32_t& keep_hi) {
+  const int k2 = 2 * (lane % 4);
+  keep_lo = (k2 < kv_valid ? 0x0000ffffu : 0u) | (k2 + 1 < kv_valid ? 0xffff0000u : 0u);
+  keep_hi = (k2 + 8 < kv_valid ? 0x0000ffffu : 0u) | (k2 + 9 < kv_valid ? 0xffff0000u : 0u);
+}
+
 // S (16 x 16) = Q_i (16 x D) K_c^T; Q_i = rows r0.. of Qs, K_c = keys c0.. of Ks.
 template <class Tr, typename T>
 __device__ __forceinline__ void warp_qk(float (&S)[2][4], const T* Qs, int r0, const T* Ks, int c0,
@@ -252,11 +273,8 @@ __device__ __forceinline__ void warp_pv(float (&O)[Tr::kHeadDim / 8][4], const f
     // B = V_c (16 keys x 16 cols): ldmatrix.trans; matrices 0,1 = keys 0-7 / 8-15 of cols 0-7,
     // 2,3 the same keys of cols 8-15. Lane holds keys 2q, 2q+1 (bv[0], bv[2]) and 8+2q, 9+2q
     // (bv[1], bv[3]), low half first: mask the halves of keys >= kv_valid.
-    const int k2 = 2 * (lane % 4);
-    const uint32_t keep_lo =
-        (k2 < kv_valid ? 0x0000ffffu : 0u) | (k2 + 1 < kv_valid ? 0xffff0000u : 0u);
-    const uint32_t keep_hi =
-        (k2 + 8 < kv_valid ? 0x0000ffffu : 0u) | (k2 + 9 < kv_valid ? 0xffff0000u : 0u);
+    uint32_t keep_lo, keep_hi;
+    v_key_masks(lane, kv_valid, keep_lo, keep_hi);
 #pragma unroll
     for (int nd = 0; nd < Tr::kHeadDim / 16; ++nd) {
       if (nd * 16 >= head_dim) break;
@@ -308,9 +326,8 @@ __device__ __forceinline__ void warp_step_row_major(float (&O)[Tr::kHeadDim / 8]
     float mx = fmaxf(fmaxf(S[0][2 * h], S[0][2 * h + 1]), fmaxf(S[1][2 * h], S[1][2 * h + 1]));
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-    const float m_new = fmaxf(m_i[h], mx);
-    alpha[h] = m_i[h] == -INFINITY ? 0.0f : fast_exp2(m_i[h] - m_new);
-    const float m_ref = m_new == -INFINITY ? 0.0f : m_new;  // fully masked row: P = 0
+    float m_ref;
+    alpha[h] = advance_row_max(m_i[h], mx, m_ref);
     float row_sum = 0.0f;
 #pragma unroll
     for (int nt = 0; nt < 2; ++nt) {
@@ -321,7 +338,6 @@ __device__ __forceinline__ void warp_step_row_major(float (&O)[Tr::kHeadDim / 8]
       }
     }
     l_i[h] = l_i[h] * alpha[h] + row_sum;
-    m_i[h] = m_new;
   }
   if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
 #pragma unroll
@@ -376,13 +392,11 @@ __device__ __forceinline__ void warp_step_key_major(
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
-    const float m_new = fmaxf(m[h], mx);
-    alpha[h] = m[h] == -INFINITY ? 0.0f : fast_exp2(m[h] - m_new);
-    const float m_ref = m_new == -INFINITY ? 0.0f : m_new;  // fully masked row: P = 0
+    float m_ref;
+    alpha[h] = advance_row_max(m[h], mx, m_ref);
     s[h] = fast_exp2(s[h] - m_ref);
     s[2 + h] = fast_exp2(s[2 + h] - m_ref);
     l[h] = l[h] * alpha[h] + s[h] + s[2 + h];
-    m[h] = m_new;
   }
   if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
 #pragma unroll
@@ -398,11 +412,8 @@ __device__ __forceinline__ void warp_step_key_major(
                          movmatrix_trans(MmaType<T>::pack(s[2], s[3]))};
   // V_c^T fragments: a[0], a[1] hold keys 2*(lane%4) + {0, 1}, a[2], a[3] those + 8; V rows past
   // the sequence's end may hold NaN (P = 0 does not cancel it): zero them in registers.
-  const int k2 = 2 * (lane % 4);
-  const uint32_t keep_lo =
-      (k2 < kv_valid ? 0x0000ffffu : 0u) | (k2 + 1 < kv_valid ? 0xffff0000u : 0u);
-  const uint32_t keep_hi =
-      (k2 + 8 < kv_valid ? 0x0000ffffu : 0u) | (k2 + 9 < kv_valid ? 0xffff0000u : 0u);
+  uint32_t keep_lo, keep_hi;
+  v_key_masks(lane, kv_valid, keep_lo, keep_hi);
 #pragma unroll
   for (int nd = 0; nd < kSteps; ++nd) {
     if (nd * 16 >= head_dim) break;
@@ -1200,7 +1211,7 @@ bool make_cache_map(CUtensorMap* map, const void* base, const Strides& st, const
     const int64_t strides5[4] = {128, strides[0], strides[1], strides[2]};
     return make_tensor_map_rows(map, type, int(es), base, 5, dims5, strides5, box_rows, promotion);
   }
-  return make_tensor_map_4d(map, type, int(es), base, dims, strides, box_rows, promotion);
+  return make_tensor_map_rows(map, type, int(es), base, 4, dims, strides, box_rows, promotion);
 }
 
 struct Layout {

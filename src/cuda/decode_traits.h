@@ -44,7 +44,7 @@ constexpr int decode_head_dim_bucket(int64_t d) { return d <= 64 ? 64 : d <= 128
 #define FM_DECODE_BULK_MIN_STAGES 3
 #endif
 
-// A/B switch (session 8): every mode but the wide CTA takes the cp.async path on sm_90 too.
+// A/B switch (session 8): every copy mode takes the cp.async path on sm_90 too.
 #ifndef FM_DECODE_FORCE_CPASYNC
 #define FM_DECODE_FORCE_CPASYNC 0
 #endif

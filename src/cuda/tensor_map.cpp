@@ -58,13 +58,6 @@ bool make_tensor_map_rows(CUtensorMap* map, CUtensorMapDataType type, int elem_b
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-bool make_tensor_map_4d(CUtensorMap* map, CUtensorMapDataType type, int elem_bytes,
-                        const void* base, const int64_t dims[4], const int64_t strides_bytes[3],
-                        int box_rows, CUtensorMapL2promotion promotion) {
-  return make_tensor_map_rows(map, type, elem_bytes, base, 4, dims, strides_bytes, box_rows,
-                              promotion);
-}
-
 bool make_attention_map(CUtensorMap* map, DType dtype, const void* base, const Strides& st,
                         int64_t batch, int64_t heads, int64_t rows, int64_t head_dim,
                         int box_rows) {
@@ -72,8 +65,8 @@ bool make_attention_map(CUtensorMap* map, DType dtype, const void* base, const S
       dtype == DType::kFloat16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
   const int64_t dims[4] = {head_dim, rows > 1 ? rows : 1, heads, batch};
   const int64_t strides_bytes[3] = {st.seq * 2, st.head * 2, st.batch * 2};
-  return make_tensor_map_4d(map, type, 2, base, dims, strides_bytes, box_rows,
-                            CU_TENSOR_MAP_L2_PROMOTION_L2_128B);
+  return make_tensor_map_rows(map, type, 2, base, 4, dims, strides_bytes, box_rows,
+                              CU_TENSOR_MAP_L2_PROMOTION_L2_128B);
 }
 
 }  // namespace flashmin::cuda

@@ -11,19 +11,15 @@
 
 namespace flashmin::cuda {
 
-// Encode a 4-D tiled tensor map of 16- or 32-bit elements (innermost dimension first): `dims`
-// in elements, `strides_bytes` of dimensions 1..3, box = 128 bytes of dimension 0 x box_rows of
-// dimension 1, 128-byte swizzle, out-of-bounds elements zero-filled. False when the layout
-// cannot be described (a stride not a positive multiple of 16, a dimension >= 2^31, no driver
-// entry point); the caller then takes another path.
-bool make_tensor_map_4d(CUtensorMap* map, CUtensorMapDataType type, int elem_bytes,
-                        const void* base, const int64_t dims[4], const int64_t strides_bytes[3],
-                        int box_rows, CUtensorMapL2promotion promotion);
-
-// The same for rank 4 or 5. Rank 5: dimension 0 is 128 bytes of a row and dimension 1 the row's
-// 128-byte pieces (dims[1] of them, stride 128 bytes), so one box (all of dimensions 0-1 x
-// box_rows of dimension 2) copies whole rows in memory order; in shared memory piece h of row r is
-// 128-byte line r * dims[1] + h, swizzled as above.
+// Encode a tiled tensor map of rank 4 or 5 of 16- or 32-bit elements (innermost dimension
+// first): `dims` in elements, `strides_bytes` of dimensions 1..rank-1, 128-byte swizzle,
+// out-of-bounds elements zero-filled. Rank 4: box = 128 bytes of dimension 0 x box_rows of
+// dimension 1. Rank 5: dimension 0 is 128 bytes of a row and dimension 1 the row's 128-byte
+// pieces (dims[1] of them, stride 128 bytes), so one box (all of dimensions 0-1 x box_rows of
+// dimension 2) copies whole rows in memory order; in shared memory piece h of row r is 128-byte
+// line r * dims[1] + h. False when the layout cannot be described (a stride not a positive
+// multiple of 16, a dimension >= 2^31, no driver entry point); the caller then takes another
+// path.
 bool make_tensor_map_rows(CUtensorMap* map, CUtensorMapDataType type, int elem_bytes,
                           const void* base, int rank, const int64_t* dims,
                           const int64_t* strides_bytes, int box_rows,

@@ -1,6 +1,6 @@
 // Hopper (sm_90) copy engine building blocks: mbarriers (full / empty pipelines) and TMA tiled
-// copies of a 4-D tensor map into shared memory, plus setmaxnreg for warp-specialised kernels.
-// Below sm_90 every function is a trap: kernels that use them are never launched there.
+// copies of a 4-D or 5-D tensor map into shared memory, plus setmaxnreg for warp-specialised
+// kernels. Below sm_90 every function is a trap: kernels that use them are never launched there.
 #pragma once
 
 #include <cuda.h>  // CUtensorMap (type only)
