@@ -109,14 +109,15 @@ __device__ __forceinline__ SeqLen seq_len(const DecodeParams& p, int64_t b) {
   return {valid ? cached + p.seqlen_new : 0, valid};
 }
 
-// Diagnostic, FM_DECODE_TIMELINE=1 builds only: {start ns, end ns, SM id} of each CTA of the last
-// split-kernel launch, read back with decode_timeline() (decode_check: FM_TIMELINE=1).
+// Diagnostic, FM_DECODE_TIMELINE=1 builds only: kTimelineFields values per CTA of the last
+// split-kernel launch (TimelineField), read back with decode_timeline() (decode_check:
+// FM_TIMELINE=1). The phase sums are clock64() cycles of compute warp 0 and the producer.
 #ifndef FM_DECODE_TIMELINE
 #define FM_DECODE_TIMELINE 0
 #endif
 #if FM_DECODE_TIMELINE
 constexpr int64_t kTimelineMaxCtas = int64_t(1) << 16;
-__device__ unsigned long long g_timeline[3 * kTimelineMaxCtas];
+__device__ unsigned long long g_timeline[kTimelineFields * kTimelineMaxCtas];
 __device__ long long g_timeline_ctas;
 __device__ __forceinline__ unsigned long long global_timer_ns() {
   unsigned long long t;
@@ -219,9 +220,10 @@ __device__ __forceinline__ void warp_qk(float (&S)[2][4], const T* Qs, int r0, c
   } else {
     // Tensor cores: A = Q_i (16 x 16 slice of D), B = K_c^T (16 x 16): ldmatrix (non-trans)
     // of K rows gives the "col" B fragment directly; matrices 0,1 are keys 0-7, 2,3 keys 8-15.
+    // Where the padded columns are zero (kPadColsZero) the loop has no run-time exit.
 #pragma unroll
     for (int ks = 0; ks < Tr::kHeadDim / 16; ++ks) {
-      if (ks * 16 >= head_dim) break;
+      if (!Tr::kPadColsZero && ks * 16 >= head_dim) break;
       uint32_t a[4], bk[4];
       ldmatrix_x4(a, Qs + q_off<Tr>(r0 + ((lane / 8) & 1) * 8 + lane % 8, ks * 2 + lane / 16));
       ldmatrix_x4(bk,
@@ -277,7 +279,7 @@ __device__ __forceinline__ void warp_pv(float (&O)[Tr::kHeadDim / 8][4], const f
     v_key_masks(lane, kv_valid, keep_lo, keep_hi);
 #pragma unroll
     for (int nd = 0; nd < Tr::kHeadDim / 16; ++nd) {
-      if (nd * 16 >= head_dim) break;
+      if (!Tr::kPadColsZero && nd * 16 >= head_dim) break;
       uint32_t bv[4];
       ldmatrix_x4_trans(
           bv, Vs + kv_off<Tr>(c0 + ((lane / 8) & 1) * 8 + lane % 8, nd * 2 + lane / 16, kl));
@@ -361,21 +363,25 @@ __device__ __forceinline__ void warp_step_row_major(float (&O)[Tr::kHeadDim / 8]
 // 2*(lane%4) + {0, 1}; m, l are those two rows' running max (log2 units) and partial sum (the
 // lanes with the same lane%4 hold the rest of the sum).
 template <class Tr, typename T>
-__device__ __forceinline__ void warp_step_key_major(
-    float (&Ot)[Tr::kHeadDim / 16][4], float (&m)[2], float (&l)[2],
-    const uint32_t (&qf)[Tr::kHeadDim / 16][2], const T* Ks, const T* Vs, int c0, int lane,
-    int head_dim, KvLines kl, int64_t key0, bool need_mask, int64_t causal_limit,
-    const int64_t (&t_row)[2], float scale_log2, int kv_valid) {
+__device__ __forceinline__ void warp_step_key_major(float (&Ot)[Tr::kHeadDim / 16][4],
+                                                    float (&m)[2], float (&l)[2],
+                                                    const uint32_t (&qf)[Tr::kHeadDim / 16][2],
+                                                    const T* Ks, const T* Vs, int c0, int lane,
+                                                    KvLines kl, int64_t key0, bool need_mask,
+                                                    int64_t causal_limit, const int64_t (&t_row)[2],
+                                                    float scale_log2, int kv_valid) {
   constexpr int kSteps = Tr::kHeadDim / 16;
-  // S^T, as two accumulators over the even / odd head-dim steps (two short mma chains).
+  static_assert(Tr::kPadColsZero, "the key-major loops run over the whole bucket");
+  // S^T, as two accumulators over the even / odd head-dim steps (two short mma chains). All
+  // K_c fragments are loaded before the first mma (no run-time exit: padded columns are zero).
+  uint32_t a[kSteps][4];  // keys 0-7 / 8-15 x columns 0-7, then the same keys x columns 8-15
+#pragma unroll
+  for (int ks = 0; ks < kSteps; ++ks)
+    ldmatrix_x4(a[ks],
+                Ks + kv_off<Tr>(c0 + ((lane / 8) & 1) * 8 + lane % 8, ks * 2 + lane / 16, kl));
   float acc[2][4] = {};
 #pragma unroll
-  for (int ks = 0; ks < kSteps; ++ks) {
-    if (ks * 16 >= head_dim) break;
-    uint32_t a[4];  // keys 0-7 / 8-15 x columns 0-7, then the same keys x columns 8-15
-    ldmatrix_x4(a, Ks + kv_off<Tr>(c0 + ((lane / 8) & 1) * 8 + lane % 8, ks * 2 + lane / 16, kl));
-    MmaType<T>::mma(acc[ks & 1], a, qf[ks]);
-  }
+  for (int ks = 0; ks < kSteps; ++ks) MmaType<T>::mma(acc[ks & 1], a[ks], qf[ks]);
   // s[e]: key lane/4 + 8*(e/2) of row 2*(lane%4) + e%2. Scale; mask past the causal limit.
   float s[4];
 #pragma unroll
@@ -414,17 +420,19 @@ __device__ __forceinline__ void warp_step_key_major(
   // the sequence's end may hold NaN (P = 0 does not cancel it): zero them in registers.
   uint32_t keep_lo, keep_hi;
   v_key_masks(lane, kv_valid, keep_lo, keep_hi);
+  // (keys 0-7, columns 0-7), (keys 0-7, 8-15), (keys 8-15, 0-7), (8-15, 8-15) of each step;
+  // padded columns only feed O^T rows that are never written out.
+#pragma unroll
+  for (int nd = 0; nd < kSteps; ++nd)
+    ldmatrix_x4_trans(
+        a[nd], Vs + kv_off<Tr>(c0 + (lane / 16) * 8 + lane % 8, nd * 2 + ((lane / 8) & 1), kl));
 #pragma unroll
   for (int nd = 0; nd < kSteps; ++nd) {
-    if (nd * 16 >= head_dim) break;
-    uint32_t a[4];  // (keys 0-7, columns 0-7), (keys 0-7, 8-15), (keys 8-15, 0-7), (8-15, 8-15)
-    ldmatrix_x4_trans(
-        a, Vs + kv_off<Tr>(c0 + (lane / 16) * 8 + lane % 8, nd * 2 + ((lane / 8) & 1), kl));
-    a[0] &= keep_lo;
-    a[1] &= keep_lo;
-    a[2] &= keep_hi;
-    a[3] &= keep_hi;
-    MmaType<T>::mma(Ot[nd], a, b);
+    a[nd][0] &= keep_lo;
+    a[nd][1] &= keep_lo;
+    a[nd][2] &= keep_hi;
+    a[nd][3] &= keep_hi;
+    MmaType<T>::mma(Ot[nd], a[nd], b);
   }
 }
 
@@ -720,15 +728,31 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
                             (row_begin + rt * Tr::kRowTile + lr_hi) % S_q};
   const float scale_log2 = p.scale * kLog2e;
 
+#if FM_DECODE_TIMELINE
+  unsigned long long tl[kTimelineFields] = {};
+  const int64_t tl_slot = (int64_t(blockIdx.y) * gridDim.x + blockIdx.x) * kTimelineFields;
+#define FM_TL_TIME(field, ...)                            \
+  {                                                       \
+    const long long tl_c0 = clock64();                    \
+    __VA_ARGS__;                                          \
+    tl[field] += (unsigned long long)(clock64() - tl_c0); \
+  }
+#else
+#define FM_TL_TIME(field, ...) __VA_ARGS__;
+#endif
   if (is_producer) {
     // Producer (tensor-copy path): as soon as every consumer warp has released the stage of
     // block blk - kStages, refill it with block blk. Never waits on a consumer otherwise.
     if (lane == 0) {
       for (int64_t blk = blk_begin + kStages; blk < blk_end; ++blk) {
         const int it = int(blk - blk_begin), stage = it % kStages;
-        mbar_wait(&empty_bar[stage], ((it / kStages) - 1) & 1);
+        FM_TL_TIME(kTlWaitEmpty, mbar_wait(&empty_bar[stage], ((it / kStages) - 1) & 1));
         load_kv(blk, stage);
       }
+#if FM_DECODE_TIMELINE
+      if (tl_slot < kTimelineMaxCtas * kTimelineFields)
+        g_timeline[tl_slot + kTlWaitEmpty] = tl[kTlWaitEmpty];
+#endif
     }
     __syncwarp();
   }
@@ -747,8 +771,11 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
         }
       }
       __syncwarp();
-      mbar_wait(&full_bar[stage], (it / kStages) & 1);  // block blk has landed
+      FM_TL_TIME(kTlWaitFull, mbar_wait(&full_bar[stage], (it / kStages) & 1));  // block landed
       __syncwarp();
+#if FM_DECODE_TIMELINE
+      if (it == 0) tl[kTlFirstBlock] = global_timer_ns();
+#endif
     } else {
       // Issue block blk + kStages - 1 into the stage freed at the end of the last iteration.
       if (blk + kStages - 1 < blk_end) load_kv(blk + kStages - 1, (it + kStages - 1) % kStages);
@@ -759,23 +786,24 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
 
     const T* Ks = KVs + stage * 2 * kBc * kD;  // K_j: [B_c][kD]
     const T* Vs = Ks + kBc * kD;               // V_j: [B_c][kD]
-    if (warp_has_rows && FM_DECODE_DIAG != 1) {
-      constexpr int kChunks = kBc / Tr::kKeyChunk;
-      for (int c = first_chunk(blk); c < kChunks; c += warps_n) {
-        const int64_t key0 = blk * kBc + c * Tr::kKeyChunk;
-        if (key0 >= L) break;
-        const bool need_mask = key0 + Tr::kKeyChunk - 1 > causal_limit;
-        const int kv_valid = int(min(int64_t(Tr::kKeyChunk), L - key0));
-        if constexpr (Tr::kKeyMajor) {
-          warp_step_key_major<Tr>(Ot, m_i, l_i, qf, Ks, Vs, c * Tr::kKeyChunk, lane, head_dim, kl,
-                                  key0, need_mask, causal_limit, t_row, scale_log2, kv_valid);
-        } else {
-          warp_step_row_major<Tr>(O, m_i, l_i, Qs, rt * Tr::kRowTile, Ks, Vs, c * Tr::kKeyChunk,
-                                  lane, head_dim, kl, Pw, key0, need_mask, causal_limit, t_row,
-                                  scale_log2, kv_valid);
+    if (warp_has_rows && FM_DECODE_DIAG != 1)
+      FM_TL_TIME(kTlMath, {
+        constexpr int kChunks = kBc / Tr::kKeyChunk;
+        for (int c = first_chunk(blk); c < kChunks; c += warps_n) {
+          const int64_t key0 = blk * kBc + c * Tr::kKeyChunk;
+          if (key0 >= L) break;
+          const bool need_mask = key0 + Tr::kKeyChunk - 1 > causal_limit;
+          const int kv_valid = int(min(int64_t(Tr::kKeyChunk), L - key0));
+          if constexpr (Tr::kKeyMajor) {
+            warp_step_key_major<Tr>(Ot, m_i, l_i, qf, Ks, Vs, c * Tr::kKeyChunk, lane, kl, key0,
+                                    need_mask, causal_limit, t_row, scale_log2, kv_valid);
+          } else {
+            warp_step_row_major<Tr>(O, m_i, l_i, Qs, rt * Tr::kRowTile, Ks, Vs, c * Tr::kKeyChunk,
+                                    lane, head_dim, kl, Pw, key0, need_mask, causal_limit, t_row,
+                                    scale_log2, kv_valid);
+          }
         }
-      }
-    }
+      });
     if constexpr (kBulk) {
       __syncwarp();  // the whole warp is done reading this stage: release it to the producer
       if (lane == 0) mbar_arrive(&empty_bar[stage]);
@@ -784,6 +812,15 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
     }
   }
 
+#if FM_DECODE_TIMELINE
+  if (warp == 0 && lane == 0 && tl_slot < kTimelineMaxCtas * kTimelineFields) {
+    tl[kTlLoopEnd] = global_timer_ns();
+    tl[kTlBlocks] = (unsigned long long)(blk_end - blk_begin);
+    for (int f : {kTlFirstBlock, kTlLoopEnd, kTlWaitFull, kTlMath, kTlBlocks})
+      g_timeline[tl_slot + f] = tl[f];
+  }
+#endif
+#undef FM_TL_TIME
   // ---- Epilogue: merge the warps of each row tile, normalise, write.
   cp_async_wait<0>();
   __syncthreads();  // pipeline buffers are free: reuse them as the O scratch
@@ -915,9 +952,9 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
     unsigned sm;
     asm volatile("mov.u32 %0, %%smid;\n" : "=r"(sm));
     if (cta < kTimelineMaxCtas) {
-      g_timeline[3 * cta] = t_start;
-      g_timeline[3 * cta + 1] = global_timer_ns();
-      g_timeline[3 * cta + 2] = sm;
+      g_timeline[kTimelineFields * cta + kTlStart] = t_start;
+      g_timeline[kTimelineFields * cta + kTlEnd] = global_timer_ns();
+      g_timeline[kTimelineFields * cta + kTlSm] = sm;
     }
     if (cta == 0) g_timeline_ctas = (long long)gridDim.x * gridDim.y;
   }
@@ -1284,7 +1321,8 @@ int64_t decode_timeline(unsigned long long* out, int64_t max_ctas) {
   long long n = 0;
   FM_CUDA_CHECK(cudaMemcpyFromSymbol(&n, g_timeline_ctas, sizeof(n)));
   n = std::min<long long>({n, max_ctas, kTimelineMaxCtas});
-  FM_CUDA_CHECK(cudaMemcpyFromSymbol(out, g_timeline, sizeof(unsigned long long) * 3 * size_t(n)));
+  FM_CUDA_CHECK(cudaMemcpyFromSymbol(out, g_timeline,
+                                     sizeof(unsigned long long) * kTimelineFields * size_t(n)));
   return n;
 #else
   (void)out;

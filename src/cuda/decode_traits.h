@@ -44,6 +44,10 @@ constexpr int decode_head_dim_bucket(int64_t d) { return d <= 64 ? 64 : d <= 128
 #define FM_DECODE_BULK_MIN_STAGES 3
 #endif
 
+// Experiments: a lower register cap for the tensor-copy kernels with rows <= 256 bytes (0 = 168).
+#ifndef FM_DECODE_MAXNREG
+#define FM_DECODE_MAXNREG 0
+#endif
 // A/B switch (session 8): every copy mode takes the cp.async path on sm_90 too.
 #ifndef FM_DECODE_FORCE_CPASYNC
 #define FM_DECODE_FORCE_CPASYNC 0
@@ -85,7 +89,7 @@ struct DecodeTraits {
   // Register cap: 2 CTAs of 5 warps (or one wide CTA of 9) put 3 warps on some SM
   // sub-partition (16K registers), so more than 168 registers means 1 CTA/SM (or no launch).
   // Stated for the tensor-copy kernels with rows <= 256 bytes; the others may use 255.
-  static constexpr int kMaxRegs = kNarrow ? 168 : 255;
+  static constexpr int kMaxRegs = kNarrow ? (FM_DECODE_MAXNREG > 0 ? FM_DECODE_MAXNREG : 168) : 255;
   static constexpr int kRowTile = 16;                  // query rows of one warp (mma M)
   static constexpr int kMaxRows = kCompact ? 32 : 64;  // query rows of one CTA (<= 4 row tiles)
   static constexpr int kKeyChunk = 16;                 // keys per warp step (mma K of P V)
@@ -111,6 +115,14 @@ struct DecodeTraits {
   // piece column; 128-byte swizzled either way (kv_off in decode.cu).
   static constexpr int kBoxCols = 128 / int(sizeof(T));
   static constexpr int kDBoxes = kD / kBoxCols;
+  // Whether the head-dim columns past D always read as zero in shared memory, for every head dim
+  // of the bucket (64: 1..64, 128: 65..128, 256: 129..256): cp.async zero-fills them, and the TMA
+  // zero-fills them inside the boxes it issues, but skips boxes entirely past D. Where they are
+  // zero, the tensor-core loops run over the whole bucket without a run-time exit, so every
+  // ldmatrix of a step can be in flight at once (session 9: with the exit, ptxas issued each
+  // ldmatrix only after the previous mma, ~2000 clocks per 16-key chunk).
+  static constexpr int kMinHeadDim = kD == 64 ? 1 : kD / 2 + 1;
+  static constexpr bool kPadColsZero = !kBulk || (kMinHeadDim + kBoxCols - 1) / kBoxCols == kDBoxes;
   static constexpr int kSmemAlign = kBulk ? 1024 : 0;  // the swizzle repeats every 1024 bytes
   static constexpr int kVecsPerThread = kBc * kVecsPerRow / kThreads;  // cp.async, per tile
   static constexpr int kOStride = kD + 4;  // fp32 row stride of the O scratch
@@ -180,8 +192,21 @@ void decode_set_key_major(bool allow);
 // Tuning / test hook: whether a few splits may merge inside a thread-block cluster (default on;
 // off: every split count goes through the combine kernel).
 void decode_set_cluster_merge(bool allow);
-// Diagnostic hook: copies {start ns, end ns, SM id} of up to max_ctas CTAs of the last split-kernel
-// launch into out and returns how many; 0 unless decode.cu was built with FM_DECODE_TIMELINE=1.
+// Diagnostic hook: copies kTimelineFields values (TimelineField) of up to max_ctas CTAs of the last
+// split-kernel launch into out and returns how many; 0 unless decode.cu was built with
+// FM_DECODE_TIMELINE=1. ns = %globaltimer; cycles = clock64() sums over the CTA's key blocks.
+enum TimelineField {
+  kTlStart,       // ns, CTA start
+  kTlEnd,         // ns, CTA end
+  kTlSm,          // SM id
+  kTlFirstBlock,  // ns, compute warp 0 sees its first block land
+  kTlLoopEnd,     // ns, compute warp 0 leaves the key-block loop
+  kTlWaitFull,    // cycles compute warp 0 waits for blocks to land
+  kTlMath,        // cycles compute warp 0 spends in the math of its chunks
+  kTlWaitEmpty,   // cycles the producer waits for stages to be released
+  kTlBlocks,      // key blocks of the CTA
+  kTimelineFields
+};
 int64_t decode_timeline(unsigned long long* out, int64_t max_ctas);
 
 }  // namespace flashmin::cuda

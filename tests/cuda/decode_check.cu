@@ -509,15 +509,18 @@ void bench_copy() {
 }
 
 // FM_TIMELINE=1 with a decode.cu built with FM_DECODE_TIMELINE=1: one call after a flush, then
-// the per-CTA durations, the kernel span and the tail (span - mean CTA time), and the mean busy
-// time of the SMs in each group of 16 SM ids.
+// the per-CTA durations, the kernel span and the tail (span - mean CTA time), the mean busy
+// time of the SMs in each group of 16 SM ids, and where compute warp 0 and the producer spend
+// a CTA (means over CTAs: prologue = start to first block, loop, epilogue = loop end to CTA
+// end; per key block: cycles waiting for data, in math, producer waiting for a free stage).
 template <class F>
 void report_timeline(F&& f) {
+  using namespace flashmin::cuda;
   flush_l2(0);
   f();
   CK(cudaDeviceSynchronize());
-  std::vector<unsigned long long> t(3 * (size_t(1) << 16));
-  const int64_t n = flashmin::cuda::decode_timeline(t.data(), int64_t(1) << 16);
+  std::vector<unsigned long long> t(kTimelineFields * (size_t(1) << 16));
+  const int64_t n = decode_timeline(t.data(), int64_t(1) << 16);
   if (n == 0) {
     std::printf("TIMELINE unavailable (build decode.cu with -DFM_DECODE_TIMELINE=1)\n");
     return;
@@ -525,12 +528,21 @@ void report_timeline(F&& f) {
   unsigned long long t0 = ~0ull, t1 = 0;
   std::vector<double> dur(n);
   std::vector<std::pair<unsigned long long, unsigned long long>> sm(1024, {~0ull, 0ull});
+  double pro = 0, loop = 0, epi = 0, wait_full = 0, math = 0, wait_empty = 0, blocks = 0;
   for (int64_t i = 0; i < n; ++i) {
-    const unsigned long long s = t[3 * i], e = t[3 * i + 1], id = t[3 * i + 2] % 1024;
+    const unsigned long long* c = &t[kTimelineFields * i];
+    const unsigned long long s = c[kTlStart], e = c[kTlEnd], id = c[kTlSm] % 1024;
     t0 = std::min(t0, s);
     t1 = std::max(t1, e);
     dur[i] = (e - s) * 1e-3;
     sm[id] = {std::min(sm[id].first, s), std::max(sm[id].second, e)};
+    pro += (double(c[kTlFirstBlock]) - double(s)) * 1e-3;
+    loop += (double(c[kTlLoopEnd]) - double(c[kTlFirstBlock])) * 1e-3;
+    epi += (double(e) - double(c[kTlLoopEnd])) * 1e-3;
+    wait_full += double(c[kTlWaitFull]);
+    math += double(c[kTlMath]);
+    wait_empty += double(c[kTlWaitEmpty]);
+    blocks += double(c[kTlBlocks]);
   }
   std::vector<double> sorted = dur;
   std::sort(sorted.begin(), sorted.end());
@@ -541,6 +553,12 @@ void report_timeline(F&& f) {
       "tail %.1f us\n",
       (long long)n, (t1 - t0) * 1e-3, sorted.front(), pct(0.1), pct(0.5), pct(0.9), sorted.back(),
       (t1 - t0) * 1e-3 - mean);
+  const double per_blk = std::max(1.0, blocks);
+  std::printf(
+      "TIMELINE phases (mean per CTA, us): prologue %.2f loop %.2f epilogue %.2f; per key block "
+      "(%.1f per CTA), cycles: warp 0 waits %.0f, math %.0f; producer waits %.0f\n",
+      pro / n, loop / n, epi / n, blocks / n, wait_full / per_blk, math / per_blk,
+      wait_empty / per_blk);
   std::printf("TIMELINE SM busy us by SM-id group of 16:");
   for (int g = 0; g < 1024; g += 16) {
     double sum = 0;
