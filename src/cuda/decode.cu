@@ -436,6 +436,62 @@ __device__ __forceinline__ void warp_step_key_major(float (&Ot)[Tr::kHeadDim / 1
   }
 }
 
+// Tensor-copy path (one thread): issue the TMA copies of K_j, V_j (key block blk of sequence b,
+// KV head hk) into one stage (Ks, Vs), completing on `full`. The block is cut into sub-blocks of
+// `sub_rows` keys (B_c, or the page size when pages are smaller) that each lie in one page; a
+// sub-block starting at or past L is skipped (its keys are masked), so only pages the sequence
+// uses are looked up. Keys in [L, sub-block end) are loaded as whatever the cache holds and
+// neutralised by the score mask (K) and the V key masks. An invalid page sets `bad`.
+template <class Tr, typename T>
+__device__ __forceinline__ void issue_kv_block(const DecodeParams& p, const CUtensorMap* tm_k,
+                                               const CUtensorMap* tm_v, bool full_row_boxes,
+                                               int64_t b, int64_t hk, int64_t L, int64_t blk,
+                                               int log2_page, T* Ks, T* Vs, uint64_t* full,
+                                               bool& bad) {
+  constexpr int kBc = Tr::kBc, kD = Tr::kHeadDim;
+  constexpr int kMaxSub = kBc / 16;  // page_size >= 16
+  const int head_dim = int(p.head_dim);
+  const int sub_rows = p.block_table ? int(min(int64_t(kBc), p.page_size)) : kBc;
+  const int n_sub = kBc / sub_rows;
+  const int d_boxes = (head_dim + Tr::kBoxCols - 1) / Tr::kBoxCols;  // boxes past D: skipped
+  int slot[kMaxSub], pos[kMaxSub];
+  uint32_t bytes = 0;
+#pragma unroll
+  for (int i = 0; i < kMaxSub; ++i) {
+    slot[i] = -1;
+    const int64_t key = blk * kBc + int64_t(i) * sub_rows;
+    if (i >= n_sub || key >= L) continue;
+    int64_t sl, ps;
+    if (locate_key(p, b, key, log2_page, &sl, &ps)) {
+      slot[i] = int(sl);
+      pos[i] = int(ps);
+      bytes += 2u * uint32_t(d_boxes) * uint32_t(sub_rows) * 128u;
+    } else {
+      bad = true;
+    }
+  }
+  if constexpr (FM_DECODE_DIAG == 2) {
+    mbar_arrive_expect_tx(full, 0);  // diagnostic: no copies
+    return;
+  }
+  mbar_arrive_expect_tx(full, bytes);
+#pragma unroll
+  for (int i = 0; i < kMaxSub; ++i) {
+    if (slot[i] < 0) continue;
+    if (full_row_boxes) {  // head_dim == kD: one box of whole rows
+      const int off = i * sub_rows * kD;
+      tma_load_5d(Ks + off, tm_k, 0, 0, pos[i], int(hk), slot[i], full);
+      tma_load_5d(Vs + off, tm_v, 0, 0, pos[i], int(hk), slot[i], full);
+    } else {
+      for (int db = 0; db < d_boxes; ++db) {
+        const int off = db * kBc * Tr::kBoxCols + i * sub_rows * Tr::kBoxCols;
+        tma_load_4d(Ks + off, tm_k, db * Tr::kBoxCols, pos[i], int(hk), slot[i], full);
+        tma_load_4d(Vs + off, tm_v, db * Tr::kBoxCols, pos[i], int(hk), slot[i], full);
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 1. Append k_new / v_new into the cache (one thread per 16-byte vector).
 // ---------------------------------------------------------------------------------------------
@@ -582,59 +638,15 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
   const T* k_cache = static_cast<const T*>(p.k_cache);
   const T* v_cache = static_cast<const T*>(p.v_cache);
 
-  // K_j, V_j (B_c x kD each) of key block blk -> stage.
-  // Tensor-copy path (called by the producer warp's lane 0 only): the block is cut into sub-blocks
-  // of `sub_rows` keys (B_c, or the page size when pages are smaller) that each lie in one page; a
-  // sub-block starting at or past L is skipped (its keys are masked), so only pages the sequence
-  // uses are looked up. Keys in [L, sub-block end) are loaded as whatever the cache holds and
-  // neutralised by the mask (K) and warp_pv's kv_valid (V). cp.async path (every thread): keys >= L
-  // are zero-filled, not read.
+  // K_j, V_j (B_c x kD each) of key block blk -> stage. Tensor-copy path: issue_kv_block (the
+  // producer warp's lane 0 only). cp.async path (every thread): keys >= L are zero-filled, not
+  // read.
   auto load_kv = [&](int64_t blk, int stage) {
     T* Ks = KVs + stage * 2 * kBc * kD;
     T* Vs = Ks + kBc * kD;
     if constexpr (kBulk) {
-      constexpr int kMaxSub = kBc / 16;  // page_size >= 16
-      const int sub_rows = p.block_table ? int(min(int64_t(kBc), p.page_size)) : kBc;
-      const int n_sub = kBc / sub_rows;
-      const int d_boxes = (head_dim + Tr::kBoxCols - 1) / Tr::kBoxCols;  // boxes past D: skipped
-      int slot[kMaxSub], pos[kMaxSub];
-      uint32_t bytes = 0;
-#pragma unroll
-      for (int i = 0; i < kMaxSub; ++i) {
-        slot[i] = -1;
-        const int64_t key = blk * kBc + int64_t(i) * sub_rows;
-        if (i >= n_sub || key >= L) continue;
-        int64_t sl, ps;
-        if (locate_key(p, b, key, log2_page, &sl, &ps)) {
-          slot[i] = int(sl);
-          pos[i] = int(ps);
-          bytes += 2u * uint32_t(d_boxes) * uint32_t(sub_rows) * 128u;
-        } else {
-          bad = true;
-        }
-      }
-      if constexpr (FM_DECODE_DIAG == 2) {
-        mbar_arrive_expect_tx(&full_bar[stage], 0);  // diagnostic: no copies
-        return;
-      }
-      mbar_arrive_expect_tx(&full_bar[stage], bytes);
-#pragma unroll
-      for (int i = 0; i < kMaxSub; ++i) {
-        if (slot[i] < 0) continue;
-        if (full_row_boxes) {  // head_dim == kD: one box of whole rows
-          const int off = i * sub_rows * kD;
-          tma_load_5d(Ks + off, &tm_k, 0, 0, pos[i], int(hk), slot[i], &full_bar[stage]);
-          tma_load_5d(Vs + off, &tm_v, 0, 0, pos[i], int(hk), slot[i], &full_bar[stage]);
-        } else {
-          for (int db = 0; db < d_boxes; ++db) {
-            const int off = db * kBc * Tr::kBoxCols + i * sub_rows * Tr::kBoxCols;
-            tma_load_4d(Ks + off, &tm_k, db * Tr::kBoxCols, pos[i], int(hk), slot[i],
-                        &full_bar[stage]);
-            tma_load_4d(Vs + off, &tm_v, db * Tr::kBoxCols, pos[i], int(hk), slot[i],
-                        &full_bar[stage]);
-          }
-        }
-      }
+      issue_kv_block<Tr>(p, &tm_k, &tm_v, full_row_boxes, b, hk, L, blk, log2_page, Ks, Vs,
+                         &full_bar[stage], bad);
     } else {
 #pragma unroll
       for (int it = 0; it < Tr::kVecsPerThread; ++it) {
@@ -962,6 +974,208 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
 }
 
 // ---------------------------------------------------------------------------------------------
+// 2b. Persistent split kernel (sm_90 tensor copies, key-major step, one split, contiguous cache;
+//     the launcher takes it where the (b, h_k) units outnumber the resident CTA slots). CTA c
+//     works through units u = c, c + gridDim.x, ...; its producer runs on into the next unit's
+//     key blocks while the compute warps finish the current one, so the pipeline never drains
+//     between units. With one CTA per unit, every unit ends by draining its stages, merging and
+//     exiting before the next CTA issues a copy (~3 us per wave at 1 GB, H200, session 9).
+//     The compute warps merge a unit in the stage of its last block, which they release only
+//     afterwards; Q_i of the next unit is copied into a second buffer while this one runs.
+// ---------------------------------------------------------------------------------------------
+template <typename T, class Tr>
+constexpr int64_t persistent_smem_bytes() {
+  return Tr::kSmemAlign + int64_t(Tr::kStages) * Tr::kStageBytes +
+         2 * Tr::kKeyMajorRows * Tr::kHeadDim * int64_t(sizeof(T)) +
+         2 * Tr::kWarps * Tr::kKeyMajorRows * 4 + Tr::barrier_bytes();
+}
+
+template <typename T, int kD>
+__global__ void __launch_bounds__(DecodeTraits<T, kD, true, false, false, true>::kThreads)
+    __maxnreg__((DecodeTraits<T, kD, true, false, false, true>::kMaxRegs))
+        decode_persistent_kernel(const DecodeParams p, const __grid_constant__ CUtensorMap tm_k,
+                                 const __grid_constant__ CUtensorMap tm_v,
+                                 const bool full_row_boxes) {
+  using Tr = DecodeTraits<T, kD, true, false, false, true>;
+  constexpr int kBc = Tr::kBc, kStages = Tr::kStages, kRows = Tr::kKeyMajorRows;
+  constexpr int kWarps = Tr::kWarps, kConsumers = 32 * kWarps, kChunks = kBc / Tr::kKeyChunk;
+  static_assert(Tr::kKeyMajor && Tr::kProducerWarp && !Tr::kWide, "key-major TMA tile");
+  static_assert(kWarps * kRows * Tr::kOStride * 4 <= Tr::kStageBytes, "merge scratch > stage");
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int64_t group = p.heads_q / p.heads_kv, S_q = p.seqlen_q;
+  const int rows = int(group * S_q);  // <= kRows (launcher)
+  const int64_t units = p.batch * p.heads_kv;
+
+  // Shared memory: stages (1024-byte aligned) | Q_i [2][kRows][kD] | m, l [warps][kRows] |
+  // full, empty mbarriers.
+  unsigned char* smem =
+      smem_raw +
+      ((Tr::kSmemAlign - (smem_addr(smem_raw) & (Tr::kSmemAlign - 1))) & (Tr::kSmemAlign - 1));
+  T* KVs = reinterpret_cast<T*>(smem);
+  T* Qs = KVs + kStages * 2 * kBc * kD;
+  float* Ms = reinterpret_cast<float*>(Qs + 2 * kRows * kD);
+  float* Ls = Ms + kWarps * kRows;
+  uint64_t* full_bar = reinterpret_cast<uint64_t*>(Ls + kWarps * kRows);
+  uint64_t* empty_bar = full_bar + kStages;
+  auto stage_k = [&](int stage) { return KVs + stage * 2 * kBc * kD; };
+  auto consumers_sync = [] { named_barrier_sync(1, kConsumers); };
+
+  // Q_i of unit u -> buffer buf (compute warps; one cp.async group; zero-filled padding).
+  const T* q = static_cast<const T*>(p.q);
+  auto load_q = [&](int64_t u, int buf) {
+    const int64_t b = u / p.heads_kv, hk = u % p.heads_kv;
+    for (int i = tid; i < kRows * Tr::kVecsPerRow; i += kConsumers) {
+      const int r = i / Tr::kVecsPerRow, v = i % Tr::kVecsPerRow;
+      const bool ok = r < rows && v * Tr::kVec < p.head_dim;
+      const T* src = q;
+      if (ok) src = q + offset(p.q_strides, b, hk * group + r / S_q, r % S_q) + v * Tr::kVec;
+      cp_async_16(Qs + buf * kRows * kD + q_off<Tr>(r, v), src, ok);
+    }
+    cp_async_commit();
+  };
+
+  if (warp == kWarps) {
+    if (lane == 0) {
+      for (int s = 0; s < kStages; ++s) {
+        mbar_init(&full_bar[s], 1);
+        mbar_init(&empty_bar[s], kWarps);
+      }
+    }
+  } else {
+    load_q(blockIdx.x, 0);
+  }
+  __syncthreads();  // the mbarrier initialisation is visible to every thread
+
+  if (warp == kWarps) {
+    // Producer: the key blocks of all this CTA's units in order; block number g (over the units)
+    // goes to stage g % kStages once every compute warp has released block g - kStages.
+    if (lane == 0) {
+      int g = 0;
+      bool bad = false;  // contiguous caches: no page to validate
+      for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
+        const int64_t b = u / p.heads_kv, hk = u % p.heads_kv;
+        const int64_t L = seq_len(p, b).L;
+        for (int64_t blk = 0; blk * kBc < L; ++blk, ++g) {
+          const int stage = g % kStages;
+          if (g >= kStages) mbar_wait(&empty_bar[stage], ((g / kStages) - 1) & 1);
+          issue_kv_block<Tr>(p, &tm_k, &tm_v, full_row_boxes, b, hk, L, blk, 0, stage_k(stage),
+                             stage_k(stage) + kBc * kD, &full_bar[stage], bad);
+        }
+      }
+    }
+    return;  // the compute warps synchronise among themselves only from here on
+  }
+
+  // Compute warps: lane rows 2*(lane%4) + {0, 1} of the key-major step; warp w takes chunks
+  // w, w + kWarps, ... of every block.
+  const int lr_lo = 2 * (lane % 4), lr_hi = lr_lo + 1;
+  const int64_t t_row[2] = {lr_lo % S_q, lr_hi % S_q};
+  const float scale_log2 = p.scale * kLog2e;
+  const KvLines kl = full_row_boxes ? KvLines{Tr::kDBoxes, 1} : KvLines{1, kBc};
+  const int vec4 = int(p.head_dim) / 4;
+  int g = 0, k = 0;
+  for (int64_t u = blockIdx.x; u < units; u += gridDim.x, ++k) {
+    const int buf = k & 1;
+    cp_async_wait<0>();
+    consumers_sync();  // Q_i of u has landed; every warp is past the previous unit's merge
+    uint32_t qf[kD / 16][2];
+#pragma unroll
+    for (int kp = 0; kp < kD / 32; ++kp) {  // rows 0-7 x columns 32 kp + 8 (lane / 8) ..
+      uint32_t r[4];
+      ldmatrix_x4(r, Qs + buf * kRows * kD + q_off<Tr>(lane % 8, kp * 4 + lane / 8));
+      qf[2 * kp][0] = r[0];
+      qf[2 * kp][1] = r[1];
+      qf[2 * kp + 1][0] = r[2];
+      qf[2 * kp + 1][1] = r[3];
+    }
+    if (u + gridDim.x < units) load_q(u + gridDim.x, buf ^ 1);
+
+    const int64_t b = u / p.heads_kv, hk = u % p.heads_kv;
+    const SeqLen seq = seq_len(p, b);
+    const int64_t L = seq.L, causal_limit = L - S_q;
+    const int64_t n_blocks = (L + kBc - 1) / kBc;
+    float Ot[kD / 16][4];
+#pragma unroll
+    for (int nd = 0; nd < kD / 16; ++nd) Ot[nd][0] = Ot[nd][1] = Ot[nd][2] = Ot[nd][3] = 0.0f;
+    float m_i[2] = {-INFINITY, -INFINITY}, l_i[2] = {0.0f, 0.0f};
+    for (int64_t blk = 0; blk < n_blocks; ++blk, ++g) {
+      const int stage = g % kStages;
+      mbar_wait(&full_bar[stage], (g / kStages) & 1);  // block blk has landed
+      __syncwarp();
+      const T* Ks = stage_k(stage);
+      for (int c = warp; c < kChunks; c += kWarps) {
+        const int64_t key0 = blk * kBc + c * Tr::kKeyChunk;
+        if (key0 >= L) break;
+        warp_step_key_major<Tr>(Ot, m_i, l_i, qf, Ks, Ks + kBc * kD, c * Tr::kKeyChunk, lane, kl,
+                                key0, key0 + Tr::kKeyChunk - 1 > causal_limit, causal_limit, t_row,
+                                scale_log2, int(min(int64_t(Tr::kKeyChunk), L - key0)));
+      }
+      __syncwarp();
+      if (blk + 1 < n_blocks && lane == 0) mbar_arrive(&empty_bar[stage]);  // the last: below
+    }
+
+    // Merge the warps' (m, l, O) in the stage of the unit's last block (still held), write.
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+#pragma unroll
+      for (int x = 4; x < 32; x *= 2) l_i[h] += __shfl_xor_sync(0xffffffffu, l_i[h], x);
+    }
+    const int last = (g + kStages - 1) % kStages;
+    float* Os = reinterpret_cast<float*>(stage_k(last));  // [warps][kRows][kOStride]
+    consumers_sync();  // every warp is done reading the last block: it becomes the scratch
+    if (n_blocks > 0) {
+      float* Ow = Os + warp * kRows * Tr::kOStride;
+#pragma unroll
+      for (int nd = 0; nd < kD / 16; ++nd) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          Ow[(e & 1 ? lr_hi : lr_lo) * Tr::kOStride + nd * 16 + lane / 4 + 8 * (e >> 1)] =
+              Ot[nd][e];
+      }
+      if (lane < 4) {
+        Ms[warp * kRows + lr_lo] = m_i[0];
+        Ms[warp * kRows + lr_hi] = m_i[1];
+        Ls[warp * kRows + lr_lo] = l_i[0];
+        Ls[warp * kRows + lr_hi] = l_i[1];
+      }
+    }
+    consumers_sync();
+    for (int i = tid; i < rows * vec4; i += kConsumers) {
+      const int r = i / vec4, d = (i % vec4) * 4;
+      float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      float lse = -INFINITY;  // empty sequence: O = 0
+      if (n_blocks > 0) {
+        float m = -INFINITY, l = 0.0f;
+        for (int w = 0; w < kWarps; ++w) m = fmaxf(m, Ms[w * kRows + r]);
+        for (int w = 0; w < kWarps; ++w) {
+          const float m_w = Ms[w * kRows + r];
+          const float sc = m_w == -INFINITY ? 0.0f : exp2f(m_w - m);
+          const float4 o_w = ld4(Os + (w * kRows + r) * Tr::kOStride + d);
+          l += sc * Ls[w * kRows + r];
+          acc.x += sc * o_w.x;
+          acc.y += sc * o_w.y;
+          acc.z += sc * o_w.z;
+          acc.w += sc * o_w.w;
+        }
+        const float inv_l = l > 0.0f ? 1.0f / l : 0.0f;
+        acc = make_float4(acc.x * inv_l, acc.y * inv_l, acc.z * inv_l, acc.w * inv_l);
+        lse = l > 0.0f ? m * kLn2 + logf(l) : -INFINITY;
+      }
+      if (!seq.valid) {
+        acc = make_float4(NAN, NAN, NAN, NAN);
+        lse = NAN;
+      }
+      const int64_t h = hk * group + r / S_q, t = r % S_q;
+      store4(static_cast<T*>(p.o) + offset(p.o_strides, b, h, t) + d, acc);
+      if (p.lse != nullptr && d == 0) p.lse[(b * p.heads_q + h) * S_q + t] = lse;
+    }
+    consumers_sync();  // the scratch and m, l are read: release the last block's stage
+    if (n_blocks > 0 && lane == 0) mbar_arrive(&empty_bar[last]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // 3. Combine: one CTA per query row (b, h, t). O = sum_s w_s O_s with w_s = exp(lse_s - lse).
 //    Threads = (split group) x (float4 column). Each thread issues the loads of lse_s and O_s for
 //    up to kMergeBatch of its splits before using any of them, so a row costs one memory round
@@ -1059,6 +1273,10 @@ bool g_full_row_boxes = FM_DECODE_FULL_ROW_BOXES;
 #define FM_DECODE_KEY_MAJOR 1
 #endif
 bool g_key_major = FM_DECODE_KEY_MAJOR;
+#ifndef FM_DECODE_PERSISTENT  // default of decode_set_persistent (decode_traits.h)
+#define FM_DECODE_PERSISTENT 0
+#endif
+int g_persistent = FM_DECODE_PERSISTENT;
 
 // Host-side caches. Decode runs once per generated token, so its host path should cost a few
 // microseconds: the shared-memory opt-in and the occupancy query are per (device, kernel,
@@ -1316,6 +1534,8 @@ void decode_set_key_major(bool allow) { g_key_major = allow; }
 
 void decode_set_cluster_merge(bool allow) { g_allow_cluster = allow; }
 
+void decode_set_persistent(int max_ctas) { g_persistent = max_ctas; }
+
 int64_t decode_timeline(unsigned long long* out, int64_t max_ctas) {
 #if FM_DECODE_TIMELINE
   long long n = 0;
@@ -1476,6 +1696,26 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
       tma = p.max_seqlen_k > 0 &&
             make_cache_map<T>(&tm_k, p.k_cache, p.k_cache_strides, p, box_rows, full_rows) &&
             make_cache_map<T>(&tm_v, p.v_cache, p.v_cache_strides, p, box_rows, full_rows);
+    }
+    if constexpr (Tr::kBulk && Tr::kKeyMajor && !Tr::kWide) {
+      // More (b, h_k) units than resident CTA slots, one split, a contiguous cache: the
+      // persistent kernel, one CTA per slot (decode_set_persistent: > 0 forces it, with at most
+      // that many CTAs; < 0 turns it off).
+      if (tma && splits == 1 && p.block_table == nullptr && l.row_chunks == 1 &&
+          g_persistent >= 0) {
+        auto* kernel = decode_persistent_kernel<T, Tr::kHeadDim>;
+        const int64_t smem = persistent_smem_bytes<T, Tr>();
+        FM_CUDA_CHECK(raise_dynamic_smem(kernel, smem));
+        const int64_t units = p.batch * p.heads_kv;
+        const int64_t slots =
+            int64_t(sm_count(current_device())) * blocks_per_sm(kernel, Tr::kThreads, smem);
+        if (slots > 0 && (g_persistent > 0 || units > slots)) {
+          const int64_t ctas = std::min(units, g_persistent > 0 ? int64_t(g_persistent) : slots);
+          kernel<<<unsigned(ctas), Tr::kThreads, size_t(smem), stream>>>(p, tm_k, tm_v, full_rows);
+          FM_CUDA_CHECK(cudaGetLastError());
+          return;
+        }
+      }
     }
     if (tma) {
       launch(Config<T, Tr::kHeadDim, true, false, Tr::kWide, Tr::kKeyMajor>{}, tm_k, tm_v,

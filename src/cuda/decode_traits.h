@@ -192,6 +192,10 @@ void decode_set_key_major(bool allow);
 // Tuning / test hook: whether a few splits may merge inside a thread-block cluster (default on;
 // off: every split count goes through the combine kernel).
 void decode_set_cluster_merge(bool allow);
+// Tuning / test hook: the persistent split kernel (sm_90, key-major, one split, contiguous cache).
+// 0 (default): where the (b, h_k) units outnumber the resident CTA slots, one CTA per slot;
+// n > 0: wherever it applies, with at most n CTAs; < 0: never.
+void decode_set_persistent(int max_ctas);
 // Diagnostic hook: copies kTimelineFields values (TimelineField) of up to max_ctas CTAs of the last
 // split-kernel launch into out and returns how many; 0 unless decode.cu was built with
 // FM_DECODE_TIMELINE=1. ns = %globaltimer; cycles = clock64() sums over the CTA's key blocks.

@@ -884,6 +884,12 @@ int main(int argc, char** argv) {
       std::printf("=== copy path: bulk, row-major step\n");
       correctness_suite();
       flashmin::cuda::decode_set_key_major(true);
+      // The persistent kernel (key-major, one split, contiguous) wherever it applies, with at
+      // most 3 CTAs, so every CTA works through several (b, h_k) units.
+      flashmin::cuda::decode_set_persistent(3);
+      std::printf("=== copy path: bulk, persistent kernel (<= 3 CTAs)\n");
+      correctness_suite();
+      flashmin::cuda::decode_set_persistent(0);
       // Every split count through the combine kernel (<= 8 splits merge in a cluster above).
       flashmin::cuda::decode_set_cluster_merge(false);
       std::printf("=== copy path: bulk, cluster merge off\n");
@@ -937,11 +943,11 @@ int main(int argc, char** argv) {
     bench(1, 65536, {0, 16, 24, 32, 40, 48, 64, 66}, 0);
     bench(8, 8192, {0, 2, 3, 4, 6, 8}, 0);
     bench(16, 4096, {0, 1, 2, 3, 4}, 0);
-    bench(32, 8192, {0, 1, 2}, 0);
-    bench(64, 2048, {0, 1, 2}, 0);
-    bench(64, 4096, {0, 1}, 0);
-    bench(128, 2048, {0, 1}, 0);
-    bench(64, 1024, {0, 1, 2, 3}, 0);
+    bench(32, 8192, {0, 1, 2, 3, 4, 8}, 0);
+    bench(64, 2048, {0, 1, 2, 3, 4}, 0);
+    bench(64, 4096, {0, 1, 2, 4}, 0);
+    bench(128, 2048, {0, 1, 2, 4}, 0);
+    bench(64, 1024, {0, 1, 2, 3, 4}, 0);
     bench(32, 8192, {0}, 16);
     bench(32, 8192, {0}, 256);
     bench(8, 8192, {0}, 16);
