@@ -922,6 +922,18 @@ int main(int argc, char** argv) {
       CK(cudaFree(g_flush));
       return g_failures == 0 ? 0 : 1;
     }
+    if (argc > 2 && std::strcmp(argv[2], "--wide-sweep") == 0) {  // the wide CTA, any split count
+      flashmin::cuda::decode_set_tuning(DecodeCopyMode::kBulkWide, true);
+      g_mode = "wide";
+      for (int rep = 0; rep < 2; ++rep) {
+        bench(1, 16384, {8, 16, 32}, 0);
+        bench(1, 65536, {8, 16, 32}, 0);
+        bench(8, 8192, {1, 2, 4}, 0);
+        bench(16, 4096, {1, 2}, 0);
+      }
+      CK(cudaFree(g_flush));
+      return g_failures == 0 ? 0 : 1;
+    }
     if (argc > 2 && std::strcmp(argv[2], "--quick") == 0) {  // the heuristic on the main shapes
       for (int rep = 0; rep < 2; ++rep) {
         bench(1, 16384, {0}, 0);

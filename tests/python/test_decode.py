@@ -132,6 +132,31 @@ def test_empty_and_invalid_lengths(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_decode_more_units_than_resident_ctas(device):
+    """48 x 8 (b, h_k) units outnumber the CTA slots of an H100/H200 (2 per SM): on sm_90 the
+    persistent split kernel takes them, each CTA working through several units."""
+    b, hk, group, d, s_max = 48, 8, 4, 128, 192
+    q = randn(b, hk * group, 1, d, dtype=torch.bfloat16, device=device)
+    kc = randn(b, hk, s_max, d, dtype=torch.bfloat16, device=device)
+    vc = randn(b, hk, s_max, d, dtype=torch.bfloat16, device=device)
+    g = torch.Generator().manual_seed(3)
+    lens = torch.randint(1, s_max + 1, (b,), generator=g, dtype=torch.int32)
+    lens[5], lens[17] = 0, -1  # an empty sequence and an invalid length among them
+    lens = lens.to(device)
+    out, lse = flashmin.flash_decode(q, kc, vc, lens, return_lse=True)
+    valid = torch.ones(b, dtype=torch.bool)
+    valid[17] = False
+    ref, ref_lse = decode_ref(q[valid], kc[valid], vc[valid], lens[valid.to(device)])
+    torch.testing.assert_close(out[valid.to(device)].double(), ref, atol=3e-2, rtol=3e-2)
+    finite = torch.isfinite(ref_lse)
+    assert torch.equal(torch.isfinite(lse[valid.to(device)]), finite)
+    torch.testing.assert_close(
+        lse[valid.to(device)][finite].double(), ref_lse[finite], atol=1e-3, rtol=1e-3
+    )
+    assert torch.isnan(out[17]).all() and torch.isnan(lse[17]).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_decode_strided_cache_view(device):
     # A (B, S, H, D) cache viewed as (B, H, S, D).
     q = randn(2, 4, 1, 64, device=device)
