@@ -441,13 +441,14 @@ __device__ __forceinline__ void warp_step_key_major(float (&Ot)[Tr::kHeadDim / 1
 // `sub_rows` keys (B_c, or the page size when pages are smaller) that each lie in one page; a
 // sub-block starting at or past L is skipped (its keys are masked), so only pages the sequence
 // uses are looked up. Keys in [L, sub-block end) are loaded as whatever the cache holds and
-// neutralised by the score mask (K) and the V key masks. An invalid page sets `bad`.
+// neutralised by the score mask (K) and the V key masks. An invalid page sets `bad`, and
+// *bad_flag (when given) says whether this block had one, published by the arrival on `full`.
 template <class Tr, typename T>
 __device__ __forceinline__ void issue_kv_block(const DecodeParams& p, const CUtensorMap* tm_k,
                                                const CUtensorMap* tm_v, bool full_row_boxes,
                                                int64_t b, int64_t hk, int64_t L, int64_t blk,
                                                int log2_page, T* Ks, T* Vs, uint64_t* full,
-                                               bool& bad) {
+                                               bool& bad, uint32_t* bad_flag) {
   constexpr int kBc = Tr::kBc, kD = Tr::kHeadDim;
   constexpr int kMaxSub = kBc / 16;  // page_size >= 16
   const int head_dim = int(p.head_dim);
@@ -456,6 +457,7 @@ __device__ __forceinline__ void issue_kv_block(const DecodeParams& p, const CUte
   const int d_boxes = (head_dim + Tr::kBoxCols - 1) / Tr::kBoxCols;  // boxes past D: skipped
   int slot[kMaxSub], pos[kMaxSub];
   uint32_t bytes = 0;
+  bool block_bad = false;
 #pragma unroll
   for (int i = 0; i < kMaxSub; ++i) {
     slot[i] = -1;
@@ -467,9 +469,11 @@ __device__ __forceinline__ void issue_kv_block(const DecodeParams& p, const CUte
       pos[i] = int(ps);
       bytes += 2u * uint32_t(d_boxes) * uint32_t(sub_rows) * 128u;
     } else {
-      bad = true;
+      block_bad = true;
     }
   }
+  bad |= block_bad;
+  if (bad_flag != nullptr) *bad_flag = block_bad ? 1u : 0u;
   if constexpr (FM_DECODE_DIAG == 2) {
     mbar_arrive_expect_tx(full, 0);  // diagnostic: no copies
     return;
@@ -646,7 +650,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
     T* Vs = Ks + kBc * kD;
     if constexpr (kBulk) {
       issue_kv_block<Tr>(p, &tm_k, &tm_v, full_row_boxes, b, hk, L, blk, log2_page, Ks, Vs,
-                         &full_bar[stage], bad);
+                         &full_bar[stage], bad, nullptr);
     } else {
 #pragma unroll
       for (int it = 0; it < Tr::kVecsPerThread; ++it) {
@@ -974,7 +978,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
 }
 
 // ---------------------------------------------------------------------------------------------
-// 2b. Persistent split kernel (sm_90 tensor copies, key-major step, one split, contiguous cache;
+// 2b. Persistent split kernel (sm_90 tensor copies, key-major step, one split, any cache;
 //     the launcher takes it where the (b, h_k) units outnumber the resident CTA slots). CTA c
 //     works through units u = c, c + gridDim.x, ...; its producer runs on into the next unit's
 //     key blocks while the compute warps finish the current one, so the pipeline never drains
@@ -987,7 +991,7 @@ template <typename T, class Tr>
 constexpr int64_t persistent_smem_bytes() {
   return Tr::kSmemAlign + int64_t(Tr::kStages) * Tr::kStageBytes +
          2 * Tr::kKeyMajorRows * Tr::kHeadDim * int64_t(sizeof(T)) +
-         2 * Tr::kWarps * Tr::kKeyMajorRows * 4 + Tr::barrier_bytes();
+         2 * Tr::kWarps * Tr::kKeyMajorRows * 4 + Tr::barrier_bytes() + 4 * Tr::kStages;
 }
 
 template <typename T, int kD>
@@ -1018,6 +1022,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, true, false, false, true>:
   float* Ls = Ms + kWarps * kRows;
   uint64_t* full_bar = reinterpret_cast<uint64_t*>(Ls + kWarps * kRows);
   uint64_t* empty_bar = full_bar + kStages;
+  uint32_t* bad_flags = reinterpret_cast<uint32_t*>(empty_bar + kStages);  // per stage
   auto stage_k = [&](int stage) { return KVs + stage * 2 * kBc * kD; };
   auto consumers_sync = [] { named_barrier_sync(1, kConsumers); };
 
@@ -1051,16 +1056,18 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, true, false, false, true>:
     // Producer: the key blocks of all this CTA's units in order; block number g (over the units)
     // goes to stage g % kStages once every compute warp has released block g - kStages.
     if (lane == 0) {
+      const int log2_page = p.block_table ? __ffsll(p.page_size) - 1 : 0;
       int g = 0;
-      bool bad = false;  // contiguous caches: no page to validate
+      bool bad = false;  // per block: bad_flags
       for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
         const int64_t b = u / p.heads_kv, hk = u % p.heads_kv;
         const int64_t L = seq_len(p, b).L;
         for (int64_t blk = 0; blk * kBc < L; ++blk, ++g) {
           const int stage = g % kStages;
           if (g >= kStages) mbar_wait(&empty_bar[stage], ((g / kStages) - 1) & 1);
-          issue_kv_block<Tr>(p, &tm_k, &tm_v, full_row_boxes, b, hk, L, blk, 0, stage_k(stage),
-                             stage_k(stage) + kBc * kD, &full_bar[stage], bad);
+          issue_kv_block<Tr>(p, &tm_k, &tm_v, full_row_boxes, b, hk, L, blk, log2_page,
+                             stage_k(stage), stage_k(stage) + kBc * kD, &full_bar[stage], bad,
+                             &bad_flags[stage]);
         }
       }
     }
@@ -1095,6 +1102,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, true, false, false, true>:
     const SeqLen seq = seq_len(p, b);
     const int64_t L = seq.L, causal_limit = L - S_q;
     const int64_t n_blocks = (L + kBc - 1) / kBc;
+    bool bad = !seq.valid;  // or a block with an invalid page index: the rows become NaN
     float Ot[kD / 16][4];
 #pragma unroll
     for (int nd = 0; nd < kD / 16; ++nd) Ot[nd][0] = Ot[nd][1] = Ot[nd][2] = Ot[nd][3] = 0.0f;
@@ -1103,6 +1111,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, true, false, false, true>:
       const int stage = g % kStages;
       mbar_wait(&full_bar[stage], (g / kStages) & 1);  // block blk has landed
       __syncwarp();
+      bad |= bad_flags[stage] != 0;
       const T* Ks = stage_k(stage);
       for (int c = warp; c < kChunks; c += kWarps) {
         const int64_t key0 = blk * kBc + c * Tr::kKeyChunk;
@@ -1162,7 +1171,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, true, false, false, true>:
         acc = make_float4(acc.x * inv_l, acc.y * inv_l, acc.z * inv_l, acc.w * inv_l);
         lse = l > 0.0f ? m * kLn2 + logf(l) : -INFINITY;
       }
-      if (!seq.valid) {
+      if (bad) {
         acc = make_float4(NAN, NAN, NAN, NAN);
         lse = NAN;
       }
@@ -1698,11 +1707,10 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
             make_cache_map<T>(&tm_v, p.v_cache, p.v_cache_strides, p, box_rows, full_rows);
     }
     if constexpr (Tr::kBulk && Tr::kKeyMajor && !Tr::kWide) {
-      // More (b, h_k) units than resident CTA slots, one split, a contiguous cache: the
+      // More (b, h_k) units than resident CTA slots, one split, key-major rows: the
       // persistent kernel, one CTA per slot (decode_set_persistent: > 0 forces it, with at most
       // that many CTAs; < 0 turns it off).
-      if (tma && splits == 1 && p.block_table == nullptr && l.row_chunks == 1 &&
-          g_persistent >= 0) {
+      if (tma && splits == 1 && l.row_chunks == 1 && g_persistent >= 0) {
         auto* kernel = decode_persistent_kernel<T, Tr::kHeadDim>;
         const int64_t smem = persistent_smem_bytes<T, Tr>();
         FM_CUDA_CHECK(raise_dynamic_smem(kernel, smem));

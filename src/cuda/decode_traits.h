@@ -192,7 +192,7 @@ void decode_set_key_major(bool allow);
 // Tuning / test hook: whether a few splits may merge inside a thread-block cluster (default on;
 // off: every split count goes through the combine kernel).
 void decode_set_cluster_merge(bool allow);
-// Tuning / test hook: the persistent split kernel (sm_90, key-major, one split, contiguous cache).
+// Tuning / test hook: the persistent split kernel (sm_90, key-major rows, one split).
 // 0 (default): where the (b, h_k) units outnumber the resident CTA slots, one CTA per slot;
 // n > 0: wherever it applies, with at most n CTAs; < 0: never.
 void decode_set_persistent(int max_ctas);

@@ -948,6 +948,8 @@ int main(int argc, char** argv) {
         bench(32, 8192, {0}, 16);
         bench(8, 8192, {0}, 16);
         bench(32, 8192, {0}, 0, 4);
+        bench(64, 1024, {0}, 16);
+        bench(128, 2048, {0}, 64);
       }
       CK(cudaFree(g_flush));
       return g_failures == 0 ? 0 : 1;

@@ -132,7 +132,8 @@ def test_empty_and_invalid_lengths(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_decode_more_units_than_resident_ctas(device):
+@pytest.mark.parametrize("paged", [False, True])
+def test_decode_more_units_than_resident_ctas(device, paged):
     """48 x 8 (b, h_k) units outnumber the CTA slots of an H100/H200 (2 per SM): on sm_90 the
     persistent split kernel takes them, each CTA working through several units."""
     b, hk, group, d, s_max = 48, 8, 4, 128, 192
@@ -143,7 +144,11 @@ def test_decode_more_units_than_resident_ctas(device):
     lens = torch.randint(1, s_max + 1, (b,), generator=g, dtype=torch.int32)
     lens[5], lens[17] = 0, -1  # an empty sequence and an invalid length among them
     lens = lens.to(device)
-    out, lse = flashmin.flash_decode(q, kc, vc, lens, return_lse=True)
+    if paged:
+        (kp, table), (vp, _) = to_paged(kc, 64), to_paged(vc, 64)
+        out, lse = flashmin.flash_decode(q, kp, vp, lens, block_table=table, return_lse=True)
+    else:
+        out, lse = flashmin.flash_decode(q, kc, vc, lens, return_lse=True)
     valid = torch.ones(b, dtype=torch.bool)
     valid[17] = False
     ref, ref_lse = decode_ref(q[valid], kc[valid], vc[valid], lens[valid.to(device)])
