@@ -537,6 +537,32 @@ constexpr int kMergeBatch = 8;
 // st.m = max lse_s so far, st.l = sum exp(lse_s - st.m), acc = sum exp(lse_s - st.m) O_s. Empty
 // splits (lse_s = -inf) add nothing; a NaN lse_s (invalid sequence) sets `bad`. Used by the
 // combine kernel and by the cluster merge at the end of the split kernel.
+// Epilogue: n_warps warps each hold (m_w, l_w, O_w) for one query row, at m[w * kWarpRows],
+// l[w * kWarpRows] and columns [d, d + 4) of O at o[w * kWarpRows * kOStride] (m in log2
+// units, O unnormalised). Returns their merged, normalised O and sets lse (natural log); an
+// empty row gives O = 0, lse = -inf.
+template <int kWarpRows, int kOStride>
+__device__ __forceinline__ float4 merge_warp_rows(const float* m, const float* l, const float* o,
+                                                  int n_warps, float& lse) {
+  float m_max = -INFINITY;
+  for (int w = 0; w < n_warps; ++w) m_max = fmaxf(m_max, m[w * kWarpRows]);
+  float l_sum = 0.0f;
+  float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  for (int w = 0; w < n_warps; ++w) {
+    const float m_w = m[w * kWarpRows];
+    const float sc = m_w == -INFINITY ? 0.0f : exp2f(m_w - m_max);
+    const float4 o_w = ld4(o + w * kWarpRows * kOStride);
+    l_sum += sc * l[w * kWarpRows];
+    acc.x += sc * o_w.x;
+    acc.y += sc * o_w.y;
+    acc.z += sc * o_w.z;
+    acc.w += sc * o_w.w;
+  }
+  const float inv_l = l_sum > 0.0f ? 1.0f / l_sum : 0.0f;
+  lse = l_sum > 0.0f ? m_max * kLn2 + logf(l_sum) : -INFINITY;
+  return make_float4(acc.x * inv_l, acc.y * inv_l, acc.z * inv_l, acc.w * inv_l);
+}
+
 template <int kN>
 __device__ __forceinline__ void merge_partials(const float (&x)[kN], const float4 (&o)[kN],
                                                SoftmaxState& st, float4& acc, bool& bad) {
@@ -896,24 +922,10 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
   for (int i = tid; i < rows * vec4; i += Tr::kThreads) {
     const int r = i / vec4, d = (i % vec4) * 4;
     const int tile = r / Tr::kRowTile, lr = r % Tr::kRowTile;
-    float m = -INFINITY;
-    for (int w = tile * warps_n; w < (tile + 1) * warps_n; ++w)
-      m = fmaxf(m, Ms[w * Tr::kRowTile + lr]);
-    float l = 0.0f;
-    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    for (int w = tile * warps_n; w < (tile + 1) * warps_n; ++w) {
-      const float m_w = Ms[w * Tr::kRowTile + lr];
-      const float sc = m_w == -INFINITY ? 0.0f : exp2f(m_w - m);
-      const float4 o_w = ld4(Os + (w * Tr::kRowTile + lr) * Tr::kOStride + d);
-      l += sc * Ls[w * Tr::kRowTile + lr];
-      acc.x += sc * o_w.x;
-      acc.y += sc * o_w.y;
-      acc.z += sc * o_w.z;
-      acc.w += sc * o_w.w;
-    }
-    const float inv_l = l > 0.0f ? 1.0f / l : 0.0f;  // empty row: O = 0
-    float lse = l > 0.0f ? m * kLn2 + logf(l) : -INFINITY;
-    acc = make_float4(acc.x * inv_l, acc.y * inv_l, acc.z * inv_l, acc.w * inv_l);
+    const int row0 = tile * warps_n * Tr::kRowTile + lr;  // the row in the tile's first warp
+    float lse;
+    float4 acc = merge_warp_rows<Tr::kRowTile, Tr::kOStride>(
+        Ms + row0, Ls + row0, Os + row0 * Tr::kOStride + d, warps_n, lse);
     if (bad) {
       acc = make_float4(NAN, NAN, NAN, NAN);
       lse = NAN;
@@ -1154,23 +1166,9 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, true, false, false, true>:
       const int r = i / vec4, d = (i % vec4) * 4;
       float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
       float lse = -INFINITY;  // empty sequence: O = 0
-      if (n_blocks > 0) {
-        float m = -INFINITY, l = 0.0f;
-        for (int w = 0; w < kWarps; ++w) m = fmaxf(m, Ms[w * kRows + r]);
-        for (int w = 0; w < kWarps; ++w) {
-          const float m_w = Ms[w * kRows + r];
-          const float sc = m_w == -INFINITY ? 0.0f : exp2f(m_w - m);
-          const float4 o_w = ld4(Os + (w * kRows + r) * Tr::kOStride + d);
-          l += sc * Ls[w * kRows + r];
-          acc.x += sc * o_w.x;
-          acc.y += sc * o_w.y;
-          acc.z += sc * o_w.z;
-          acc.w += sc * o_w.w;
-        }
-        const float inv_l = l > 0.0f ? 1.0f / l : 0.0f;
-        acc = make_float4(acc.x * inv_l, acc.y * inv_l, acc.z * inv_l, acc.w * inv_l);
-        lse = l > 0.0f ? m * kLn2 + logf(l) : -INFINITY;
-      }
+      if (n_blocks > 0)
+        acc = merge_warp_rows<kRows, Tr::kOStride>(Ms + r, Ls + r, Os + r * Tr::kOStride + d,
+                                                   kWarps, lse);
       if (bad) {
         acc = make_float4(NAN, NAN, NAN, NAN);
         lse = NAN;
