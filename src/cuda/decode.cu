@@ -1024,7 +1024,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, true, false, false, true>:
   const int64_t units = p.batch * p.heads_kv;
 
   // Shared memory: stages (1024-byte aligned) | Q_i [2][kRows][kD] | m, l [warps][kRows] |
-  // full, empty mbarriers.
+  // full, empty mbarriers | invalid-page flag per stage.
   unsigned char* smem =
       smem_raw +
       ((Tr::kSmemAlign - (smem_addr(smem_raw) & (Tr::kSmemAlign - 1))) & (Tr::kSmemAlign - 1));
@@ -1177,7 +1177,10 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, true, false, false, true>:
       store4(static_cast<T*>(p.o) + offset(p.o_strides, b, h, t) + d, acc);
       if (p.lse != nullptr && d == 0) p.lse[(b * p.heads_q + h) * S_q + t] = lse;
     }
-    consumers_sync();  // the scratch and m, l are read: release the last block's stage
+    // The scratch and m, l are read: release the last block's stage, after ordering this
+    // thread's scratch accesses before the TMA's writes into it (another proxy).
+    fence_proxy_async();
+    consumers_sync();
     if (n_blocks > 0 && lane == 0) mbar_arrive(&empty_bar[last]);
   }
 }

@@ -17,6 +17,14 @@
 
 namespace flashmin::cuda {
 
+// Order this thread's generic-proxy shared-memory accesses (st.shared, ld.shared, cp.async)
+// before later async-proxy ones (wgmma reads, TMA writes into the same bytes).
+__device__ __forceinline__ void fence_proxy_async() {
+#if FM_HAS_TMA
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
 // Initialise an mbarrier expecting `count` arrivals per phase (one thread, then a barrier).
 __device__ __forceinline__ void mbar_init(uint64_t* bar, int count) {
 #if FM_HAS_TMA

@@ -92,12 +92,6 @@ __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
 #endif
 }
-// Generic-proxy smem writes (st.shared, cp.async) -> visible to wgmma (async proxy) reads.
-__device__ __forceinline__ void fence_proxy_async() {
-#if FM_HAS_WGMMA
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-#endif
-}
 // Keep the compiler from moving accumulator accesses across an async wgmma.
 template <int N>
 __device__ __forceinline__ void pin_registers(float (&acc)[N]) {
