@@ -436,6 +436,66 @@ __device__ __forceinline__ void warp_step_key_major(float (&Ot)[Tr::kHeadDim / 1
   }
 }
 
+// Q_i rows [row_begin, row_begin + n_rows) of sequence b, KV head hk -> Qs (q_off layout), one
+// 16-byte cp.async per vector from threads t, t + n_threads, ...; rows >= `rows` and columns past
+// the head dim are zero-filled. The caller commits the group.
+template <class Tr, typename T>
+__device__ __forceinline__ void copy_q_rows(T* Qs, const DecodeParams& p, int64_t b, int64_t hk,
+                                            int64_t row_begin, int n_rows, int rows, int t,
+                                            int n_threads) {
+  const int64_t group = p.heads_q / p.heads_kv, S_q = p.seqlen_q;
+  const T* q = static_cast<const T*>(p.q);
+  for (int i = t; i < n_rows * Tr::kVecsPerRow; i += n_threads) {
+    const int r = i / Tr::kVecsPerRow, v = i % Tr::kVecsPerRow;
+    const int64_t R = row_begin + r;
+    const bool ok = r < rows && v * Tr::kVec < p.head_dim;
+    const T* src = q;
+    if (ok) src = q + offset(p.q_strides, b, hk * group + R / S_q, R % S_q) + v * Tr::kVec;
+    cp_async_16(Qs + q_off<Tr>(r, v), src, ok);
+  }
+}
+
+// Key-major step: Q_i^T (rows 0-7 of Qs) as the mma B fragments, qf[ks] for head-dim step ks.
+template <class Tr, typename T>
+__device__ __forceinline__ void load_q_fragments(uint32_t (&qf)[Tr::kHeadDim / 16][2], const T* Qs,
+                                                 int lane) {
+#pragma unroll
+  for (int kp = 0; kp < Tr::kHeadDim / 32; ++kp) {  // rows 0-7 x columns 32 kp + 8 (lane / 8) ..
+    uint32_t r[4];
+    ldmatrix_x4(r, Qs + q_off<Tr>(lane % 8, kp * 4 + lane / 8));
+    qf[2 * kp][0] = r[0];
+    qf[2 * kp][1] = r[1];
+    qf[2 * kp + 1][0] = r[2];
+    qf[2 * kp + 1][1] = r[3];
+  }
+}
+
+// Key-major step: this warp's O^T fragments into its fp32 scratch Ow ([rows][kOStride]): columns
+// nd*16 + lane/4 (+8) of rows 2*(lane%4) + {0, 1}.
+template <class Tr>
+__device__ __forceinline__ void stash_key_major_o(float* Ow,
+                                                  const float (&Ot)[Tr::kHeadDim / 16][4],
+                                                  int lane) {
+  const int r0 = 2 * (lane % 4);
+#pragma unroll
+  for (int nd = 0; nd < Tr::kHeadDim / 16; ++nd) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      Ow[(r0 + (e & 1)) * Tr::kOStride + nd * 16 + lane / 4 + 8 * (e >> 1)] = Ot[nd][e];
+  }
+}
+
+// Final O of query row R of sequence b, KV head hk (R = (head in the group) * S_q + position),
+// columns [d, d + 4), and its lse (column 0 only).
+template <typename T>
+__device__ __forceinline__ void write_out_row(const DecodeParams& p, int64_t b, int64_t hk,
+                                              int64_t R, int d, float4 acc, float lse) {
+  const int64_t group = p.heads_q / p.heads_kv, S_q = p.seqlen_q;
+  const int64_t h = hk * group + R / S_q, t = R % S_q;
+  store4(static_cast<T*>(p.o) + offset(p.o_strides, b, h, t) + d, acc);
+  if (p.lse != nullptr && d == 0) p.lse[(b * p.heads_q + h) * S_q + t] = lse;
+}
+
 // Tensor-copy path (one thread): issue the TMA copies of K_j, V_j (key block blk of sequence b,
 // KV head hk) into one stage (Ks, Vs), completing on `full`. The block is cut into sub-blocks of
 // `sub_rows` keys (B_c, or the page size when pages are smaller) that each lie in one page; a
@@ -533,10 +593,6 @@ __global__ void __launch_bounds__(256) decode_append_kernel(const DecodeParams p
 // the cluster merge's distributed shared-memory loads): one memory round trip per batch.
 constexpr int kMergeBatch = 8;
 
-// Merge kN split partials (O_s normalised, lse_s in natural-log units) into a running state:
-// st.m = max lse_s so far, st.l = sum exp(lse_s - st.m), acc = sum exp(lse_s - st.m) O_s. Empty
-// splits (lse_s = -inf) add nothing; a NaN lse_s (invalid sequence) sets `bad`. Used by the
-// combine kernel and by the cluster merge at the end of the split kernel.
 // Epilogue: n_warps warps each hold (m_w, l_w, O_w) for one query row, at m[w * kWarpRows],
 // l[w * kWarpRows] and columns [d, d + 4) of O at o[w * kWarpRows * kOStride] (m in log2
 // units, O unnormalised). Returns their merged, normalised O and sets lse (natural log); an
@@ -563,6 +619,10 @@ __device__ __forceinline__ float4 merge_warp_rows(const float* m, const float* l
   return make_float4(acc.x * inv_l, acc.y * inv_l, acc.z * inv_l, acc.w * inv_l);
 }
 
+// Merge kN split partials (O_s normalised, lse_s in natural-log units) into a running state:
+// st.m = max lse_s so far, st.l = sum exp(lse_s - st.m), acc = sum exp(lse_s - st.m) O_s. Empty
+// splits (lse_s = -inf) add nothing; a NaN lse_s (invalid sequence) sets `bad`. Used by the
+// combine kernel and by the cluster merge at the end of the split kernel.
 template <int kN>
 __device__ __forceinline__ void merge_partials(const float (&x)[kN], const float4 (&o)[kN],
                                                SoftmaxState& st, float4& acc, bool& bad) {
@@ -664,7 +724,6 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
     return wn;
   };
 
-  const T* q = static_cast<const T*>(p.q);
   const T* k_cache = static_cast<const T*>(p.k_cache);
   const T* v_cache = static_cast<const T*>(p.v_cache);
 
@@ -717,14 +776,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
   }
 
   // ---- Q_i -> shared memory (zero-filled padding rows and columns).
-  for (int i = tid; i < row_tiles * Tr::kRowTile * Tr::kVecsPerRow; i += Tr::kThreads) {
-    const int r = i / Tr::kVecsPerRow, v = i % Tr::kVecsPerRow;
-    const int64_t R = row_begin + r;
-    const bool ok = r < rows && v * Tr::kVec < head_dim;
-    const T* src = q;
-    if (ok) src = q + offset(p.q_strides, b, hk * group + R / S_q, R % S_q) + v * Tr::kVec;
-    cp_async_16(Qs + q_off<Tr>(r, v), src, ok);
-  }
+  copy_q_rows<Tr>(Qs, p, b, hk, row_begin, row_tiles * Tr::kRowTile, rows, tid, Tr::kThreads);
   cp_async_commit();
   if constexpr (kBulk) {
     cp_async_wait<0>();
@@ -751,17 +803,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
   for (int nd = 0; nd < kD / 8; ++nd) O[nd][0] = O[nd][1] = O[nd][2] = O[nd][3] = 0.0f;
 #pragma unroll
   for (int nd = 0; nd < kD / 16; ++nd) Ot[nd][0] = Ot[nd][1] = Ot[nd][2] = Ot[nd][3] = 0.0f;
-  if constexpr (Tr::kKeyMajor) {
-#pragma unroll
-    for (int kp = 0; kp < kD / 32; ++kp) {  // rows 0-7 x columns 32 kp + 8 (lane / 8) ..
-      uint32_t r[4];
-      ldmatrix_x4(r, Qs + q_off<Tr>(lane % 8, kp * 4 + lane / 8));
-      qf[2 * kp][0] = r[0];
-      qf[2 * kp][1] = r[1];
-      qf[2 * kp + 1][0] = r[2];
-      qf[2 * kp + 1][1] = r[3];
-    }
-  }
+  if constexpr (Tr::kKeyMajor) load_q_fragments<Tr>(qf, Qs, lane);
   float m_i[2] = {-INFINITY, -INFINITY};
   float l_i[2] = {0.0f, 0.0f};
   const int lr_lo = Tr::kKeyMajor ? 2 * (lane % 4) : lane / 4;  // rows within the row tile
@@ -876,13 +918,8 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
   if (warp_has_rows) {
     float* Ow = Os + warp * Tr::kRowTile * Tr::kOStride;  // [16][kOStride]
     const int g = lane / 4, col = 2 * (lane % 4);
-    if constexpr (Tr::kKeyMajor) {  // O^T fragments: columns nd*16 + g (+8) of rows lr_lo, lr_hi
-#pragma unroll
-      for (int nd = 0; nd < kD / 16; ++nd) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          Ow[(e & 1 ? lr_hi : lr_lo) * Tr::kOStride + nd * 16 + g + 8 * (e >> 1)] = Ot[nd][e];
-      }
+    if constexpr (Tr::kKeyMajor) {
+      stash_key_major_o<Tr>(Ow, Ot, lane);
     } else {
 #pragma unroll
       for (int nd = 0; nd < kD / 8; ++nd) {
@@ -914,10 +951,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
   const int64_t total_rows = p.batch * p.heads_q * S_q;
   // Final O row r, columns [d, d + 4), and its lse.
   auto write_out = [&](int r, int d, float4 acc, float lse) {
-    const int64_t R = row_begin + r;
-    const int64_t h = hk * group + R / S_q, t = R % S_q;
-    store4(static_cast<T*>(p.o) + offset(p.o_strides, b, h, t) + d, acc);
-    if (p.lse != nullptr && d == 0) p.lse[(b * p.heads_q + h) * S_q + t] = lse;
+    write_out_row<T>(p, b, hk, row_begin + r, d, acc, lse);
   };
   for (int i = tid; i < rows * vec4; i += Tr::kThreads) {
     const int r = i / vec4, d = (i % vec4) * 4;
@@ -1039,16 +1073,9 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, true, false, false, true>:
   auto consumers_sync = [] { named_barrier_sync(1, kConsumers); };
 
   // Q_i of unit u -> buffer buf (compute warps; one cp.async group; zero-filled padding).
-  const T* q = static_cast<const T*>(p.q);
   auto load_q = [&](int64_t u, int buf) {
-    const int64_t b = u / p.heads_kv, hk = u % p.heads_kv;
-    for (int i = tid; i < kRows * Tr::kVecsPerRow; i += kConsumers) {
-      const int r = i / Tr::kVecsPerRow, v = i % Tr::kVecsPerRow;
-      const bool ok = r < rows && v * Tr::kVec < p.head_dim;
-      const T* src = q;
-      if (ok) src = q + offset(p.q_strides, b, hk * group + r / S_q, r % S_q) + v * Tr::kVec;
-      cp_async_16(Qs + buf * kRows * kD + q_off<Tr>(r, v), src, ok);
-    }
+    copy_q_rows<Tr>(Qs + buf * kRows * kD, p, u / p.heads_kv, u % p.heads_kv, 0, kRows, rows, tid,
+                    kConsumers);
     cp_async_commit();
   };
 
@@ -1099,15 +1126,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, true, false, false, true>:
     cp_async_wait<0>();
     consumers_sync();  // Q_i of u has landed; every warp is past the previous unit's merge
     uint32_t qf[kD / 16][2];
-#pragma unroll
-    for (int kp = 0; kp < kD / 32; ++kp) {  // rows 0-7 x columns 32 kp + 8 (lane / 8) ..
-      uint32_t r[4];
-      ldmatrix_x4(r, Qs + buf * kRows * kD + q_off<Tr>(lane % 8, kp * 4 + lane / 8));
-      qf[2 * kp][0] = r[0];
-      qf[2 * kp][1] = r[1];
-      qf[2 * kp + 1][0] = r[2];
-      qf[2 * kp + 1][1] = r[3];
-    }
+    load_q_fragments<Tr>(qf, Qs + buf * kRows * kD, lane);
     if (u + gridDim.x < units) load_q(u + gridDim.x, buf ^ 1);
 
     const int64_t b = u / p.heads_kv, hk = u % p.heads_kv;
@@ -1146,14 +1165,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, true, false, false, true>:
     float* Os = reinterpret_cast<float*>(stage_k(last));  // [warps][kRows][kOStride]
     consumers_sync();  // every warp is done reading the last block: it becomes the scratch
     if (n_blocks > 0) {
-      float* Ow = Os + warp * kRows * Tr::kOStride;
-#pragma unroll
-      for (int nd = 0; nd < kD / 16; ++nd) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          Ow[(e & 1 ? lr_hi : lr_lo) * Tr::kOStride + nd * 16 + lane / 4 + 8 * (e >> 1)] =
-              Ot[nd][e];
-      }
+      stash_key_major_o<Tr>(Os + warp * kRows * Tr::kOStride, Ot, lane);
       if (lane < 4) {
         Ms[warp * kRows + lr_lo] = m_i[0];
         Ms[warp * kRows + lr_hi] = m_i[1];
@@ -1173,9 +1185,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, true, false, false, true>:
         acc = make_float4(NAN, NAN, NAN, NAN);
         lse = NAN;
       }
-      const int64_t h = hk * group + r / S_q, t = r % S_q;
-      store4(static_cast<T*>(p.o) + offset(p.o_strides, b, h, t) + d, acc);
-      if (p.lse != nullptr && d == 0) p.lse[(b * p.heads_q + h) * S_q + t] = lse;
+      write_out_row<T>(p, b, hk, r, d, acc, lse);
     }
     // The scratch and m, l are read: release the last block's stage, after ordering this
     // thread's scratch accesses before the TMA's writes into it (another proxy).
