@@ -1293,6 +1293,9 @@ bool g_full_row_boxes = FM_DECODE_FULL_ROW_BOXES;
 #define FM_DECODE_KEY_MAJOR 1
 #endif
 bool g_key_major = FM_DECODE_KEY_MAJOR;
+#ifndef FM_DECODE_ONE_PER_SM  // experiment switch: the heuristic's one regular CTA per SM
+#define FM_DECODE_ONE_PER_SM 1
+#endif
 #ifndef FM_DECODE_PERSISTENT  // default of decode_set_persistent (decode_traits.h)
 #define FM_DECODE_PERSISTENT 0
 #endif
@@ -1571,6 +1574,22 @@ int64_t decode_timeline(unsigned long long* out, int64_t max_ctas) {
 #endif
 }
 
+// One regular CTA per SM (sm_90 tensor copies, key-major rows): where one wave of them covers
+// the `ctas` columns (>= 90% of the SMs) with s = num_sms / ctas splits. Since the key-major
+// loop stopped serialising (round 10) its 4 compute warps keep up with an SM's share of the
+// bandwidth, and one CTA per SM beat the wide CTA and two regular CTAs per SM on the 268 MB
+// shapes (H200, round 11). Sets *splits.
+bool one_wave_of_regular_ctas(const DecodeParams& p, bool hopper, int64_t ctas, int num_sms,
+                              int64_t max_splits, int64_t* splits) {
+  if (!FM_DECODE_ONE_PER_SM || !use_bulk_copy(hopper) || !use_key_major(p) || ctas > num_sms)
+    return false;
+  if (g_copy_mode != DecodeCopyMode::kAuto && g_copy_mode != DecodeCopyMode::kBulk) return false;
+  const int64_t s = std::min<int64_t>(num_sms / ctas, max_splits);
+  if (ctas * s * 10 < int64_t(num_sms) * 9) return false;
+  *splits = s;
+  return true;
+}
+
 // Wide CTAs (DecodeTraits::kWide; sm_90, rows <= 256 bytes, a contiguous cache or pages of at
 // least a wide block): taken where one wave of one-per-SM CTAs covers the `ctas` columns
 // (>= 90% of the SMs) with at most kDecodeMaxClusterSplits splits per column, merged in a
@@ -1646,8 +1665,10 @@ int64_t decode_plan(DecodeParams& p, int num_sms) {
       }
     }
     p.wide_ctas = 0;
-    int64_t wide_splits = 0;
-    if (wide_ctas_fit(p, hopper, ctas, num_sms, max_splits, &wide_splits)) {
+    int64_t wide_splits = 0, one_wave_splits = 0;
+    if (one_wave_of_regular_ctas(p, hopper, ctas, num_sms, max_splits, &one_wave_splits)) {
+      splits = one_wave_splits;
+    } else if (wide_ctas_fit(p, hopper, ctas, num_sms, max_splits, &wide_splits)) {
       splits = wide_splits;
       p.wide_ctas = 1;
     }
