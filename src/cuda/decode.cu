@@ -1293,7 +1293,7 @@ bool g_full_row_boxes = FM_DECODE_FULL_ROW_BOXES;
 #define FM_DECODE_KEY_MAJOR 1
 #endif
 bool g_key_major = FM_DECODE_KEY_MAJOR;
-#ifndef FM_DECODE_ONE_PER_SM  // experiment switch: the heuristic's one regular CTA per SM
+#ifndef FM_DECODE_ONE_PER_SM  // 0: the heuristic's pre-round-11 choice (the wide CTA), for A/B
 #define FM_DECODE_ONE_PER_SM 1
 #endif
 #ifndef FM_DECODE_PERSISTENT  // default of decode_set_persistent (decode_traits.h)
@@ -1595,7 +1595,8 @@ bool one_wave_of_regular_ctas(const DecodeParams& p, bool hopper, int64_t ctas, 
 // (>= 90% of the SMs) with at most kDecodeMaxClusterSplits splits per column, merged in a
 // cluster that keeps every CTA resident. Then each SM holds one CTA, the SMs progress evenly
 // and no combine kernel runs; elsewhere (several waves, more splits) the regular 2-CTA/SM tile
-// is faster (H200, docs/kernels_decode.md round 7). Sets *splits.
+// is faster (H200, docs/kernels_decode.md round 7). Since round 11 key-major CTAs take one
+// regular CTA per SM instead (one_wave_of_regular_ctas). Sets *splits.
 bool wide_ctas_fit(const DecodeParams& p, bool hopper, int64_t ctas, int num_sms,
                    int64_t max_splits, int64_t* splits) {
   if (!use_bulk_copy(hopper) || ctas > num_sms) return false;
