@@ -925,20 +925,20 @@ int main(int argc, char** argv) {
     // Several shapes in one warm process, two rounds: "B:L:splits[:w|c],..." (splits 0 = the
     // heuristic; w = the wide CTA, c = the cp.async path).
     if (argc > 3 && std::strcmp(argv[2], "--shapes") == 0) {
+      const std::string list = argv[3];
       for (int rep = 0; rep < 2; ++rep) {
-        std::string list = argv[3];
         for (size_t at = 0; at < list.size();) {
           const size_t end = std::min(list.find(',', at), list.size());
           const std::string item = list.substr(at, end - at);
           at = end + 1;
           int B = 0, L = 0, splits = 0;
-          char wide = 0;
-          if (std::sscanf(item.c_str(), "%d:%d:%d:%c", &B, &L, &splits, &wide) < 3) continue;
-          flashmin::cuda::decode_set_tuning(wide == 'w'   ? DecodeCopyMode::kBulkWide
-                                            : wide == 'c' ? DecodeCopyMode::kCpAsync
+          char path = 0;  // 'w' wide CTA, 'c' cp.async, else the regular TMA tile
+          if (std::sscanf(item.c_str(), "%d:%d:%d:%c", &B, &L, &splits, &path) < 3) continue;
+          flashmin::cuda::decode_set_tuning(path == 'w'   ? DecodeCopyMode::kBulkWide
+                                            : path == 'c' ? DecodeCopyMode::kCpAsync
                                                           : DecodeCopyMode::kBulk,
                                             true);
-          g_mode = wide == 'w' ? "wide" : wide == 'c' ? "cp.async" : "bulk";
+          g_mode = path == 'w' ? "wide" : path == 'c' ? "cp.async" : "bulk";
           bench(B, L, {splits}, 0);
         }
       }
