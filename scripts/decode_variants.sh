@@ -5,7 +5,7 @@
 # the file). Env: CHECK="name ..." runs the correctness suite of those variants first; FLUSH=read adds a pass
 # with a read flush (clean L2); SDPA=1 times SDPA flash/cuDNN on the same shapes; NCU="name ..."
 # prints ncu's speed-of-light lines of those variants, TIMELINE="name ..." their per-CTA
-# timeline (both below). Output in $OUT.
+# timeline (both below); FLOOR=1 times read-only kernels over the same bytes. Output in $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 out=${OUT:-gpu_out}
@@ -80,6 +80,16 @@ for name in ${TIMELINE:-}; do
     FM_TIMELINE=1 timeout 120 "$obj/check_$name" --bench-only --shape $shape 2>&1 | grep TIMELINE
   done
 done
+# FLOOR=1 (or FLOOR="B:L,..."): read-only kernels over the same K + V bytes
+# (tests/cuda/stream_floor.cu) under each flush of the run: the floor any decode kernel has.
+if [ -n "${FLOOR:-}" ]; then
+  [ "$FLOOR" = 1 ] && FLOOR="1:16384,1:65536,8:8192,16:4096,64:1024,64:2048,32:8192,64:4096,128:2048"
+  # shellcheck disable=SC2086
+  nvcc $HARNESS_FLAGS tests/cuda/stream_floor.cu -o "$obj/stream_floor" || rc=1
+  for pass in memset ${FLUSH:-}; do
+    FM_FLUSH=$pass timeout 200 "$obj/stream_floor" "$FLOOR" 2>&1 | tee "$out/floor_$pass.txt"
+  done
+fi
 if [ "${SDPA:-0}" = 1 ]; then
   python3 tests/cuda/decode_sdpa_bench.py 2>&1 | grep -E "SDPA-BENCH|device" | tee "$out/sdpa.txt"
 fi

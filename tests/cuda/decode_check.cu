@@ -933,7 +933,12 @@ int main(int argc, char** argv) {
           at = end + 1;
           int B = 0, L = 0, splits = 0;
           char path = 0;  // 'w' wide CTA, 'c' cp.async, else the regular TMA tile
-          if (std::sscanf(item.c_str(), "%d:%d:%d:%c", &B, &L, &splits, &path) < 3) continue;
+          if (std::sscanf(item.c_str(), "%d:%d:%d:%c", &B, &L, &splits, &path) < 3 || B < 1 ||
+              L < 1 || splits < 0) {
+            std::fprintf(stderr, "--shapes: bad item '%s' (expected B:L:splits[:w|c])\n",
+                         item.c_str());
+            return 2;
+          }
           flashmin::cuda::decode_set_tuning(path == 'w'   ? DecodeCopyMode::kBulkWide
                                             : path == 'c' ? DecodeCopyMode::kCpAsync
                                                           : DecodeCopyMode::kBulk,

@@ -1,0 +1,228 @@
+// The streaming floor of a decode shape: how fast kernels that only READ the K and V bytes
+// (no math, no output) get through them under the same L2 flush as the decode benchmark, so
+// ours and cuDNN's decode times can be set against what any kernel could do on this chip.
+//
+//   stream_floor "B:L,B:L,..." [--sweep]   (H_k 8, D 128, bf16: K + V = B * L * 4096 bytes)
+//
+// FM_FLUSH=read flushes L2 by reading 256 MB (clean lines), else a 256 MB memset (dirty lines,
+// as triton.testing.do_bench's zero_()). Kernels (each CTA's work is contiguous bytes):
+//   ldg64k    512 threads x 8 x 16-byte loads in flight = 64 KB per CTA, one CTA per 64 KB:
+//             the block scheduler hands the next chunk to whichever SM frees a slot (balanced)
+//   bulk1m    one thread per CTA issues 1-D bulk copies (cp.async.bulk) of 32 KB into 3 stages,
+//             1 MB per CTA, two CTAs per SM, the grid as large as the bytes need (balanced)
+//   bulkstat2 the same copies, grid = 2 CTAs per SM, each CTA 1/grid of the bytes (a static
+//             split with equal shares, like a one-wave decode grid: shows the tail of unequal
+//             SM rates)
+//   bulkstat1 the same with one CTA per SM (the one-wave grids of round 11)
+// --sweep adds bulk grids that separate the CTA count, the chunks' alignment and reading two
+// regions per CTA (K and V) from each other.
+// Sm_90 only (bulk copies), built by scripts/decode_variants.sh with FLOOR=1.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "flashmin/cuda/tma.h"
+
+#define CK(x)                                                                                \
+  do {                                                                                       \
+    cudaError_t e = (x);                                                                     \
+    if (e != cudaSuccess) {                                                                  \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
+      std::exit(1);                                                                          \
+    }                                                                                        \
+  } while (0)
+
+namespace {
+
+constexpr int kLdgThreads = 512, kLdgLoads = 8;
+constexpr int64_t kLdgChunk = int64_t(kLdgThreads) * kLdgLoads * 16;  // 64 KB
+constexpr int kStages = 3;
+constexpr uint32_t kStageBytes = 32 << 10;
+
+// XOR of what was read, stored only if it equals a value it never takes: keeps the loads.
+__device__ void keep(uint32_t acc, uint32_t* sink) {
+  if (acc == 0x9e3779b9u) *sink = acc;
+}
+
+__global__ void __launch_bounds__(kLdgThreads)
+    ldg_chunks_kernel(const uint4* x, int64_t n16, uint32_t* sink) {
+  const int64_t base = int64_t(blockIdx.x) * (kLdgChunk / 16) + threadIdx.x;
+  uint4 v[kLdgLoads];
+#pragma unroll
+  for (int i = 0; i < kLdgLoads; ++i) {
+    const int64_t at = base + int64_t(i) * kLdgThreads;
+    v[i] = at < n16 ? __ldg(x + at) : make_uint4(0, 0, 0, 0);
+  }
+  uint32_t acc = 0;
+#pragma unroll
+  for (int i = 0; i < kLdgLoads; ++i) acc ^= v[i].x ^ v[i].y ^ v[i].z ^ v[i].w;
+  keep(acc, sink);
+}
+
+// One thread streams [begin, end) of each of `streams` regions stream_stride bytes apart (1: a
+// single region; 2: like K and V) through kStages shared-memory stages with 1-D bulk copies,
+// kStageBytes / streams bytes of each region per stage.
+__global__ void __launch_bounds__(32)
+    bulk_kernel(const char* x, int64_t bytes, int64_t per_cta, int streams, int64_t stream_stride,
+                uint32_t* sink) {
+  extern __shared__ __align__(128) char stage[];
+  __shared__ __align__(8) uint64_t full[kStages];
+  const int64_t begin = int64_t(blockIdx.x) * per_cta;
+  const int64_t end = std::min(bytes, begin + per_cta);
+  if (threadIdx.x != 0 || begin >= end) return;
+  for (int s = 0; s < kStages; ++s) flashmin::cuda::mbar_init(&full[s], 1);
+  const uint32_t piece = kStageBytes / streams;
+  const int64_t pieces = (end - begin + piece - 1) / piece;
+  for (int64_t j = 0; j < pieces; ++j) {
+    const int s = int(j % kStages);
+    if (j >= kStages) flashmin::cuda::mbar_wait(&full[s], uint32_t((j / kStages - 1) & 1));
+    const int64_t at = begin + j * piece;
+    const uint32_t n = uint32_t(std::min<int64_t>(piece, end - at));
+    flashmin::cuda::mbar_arrive_expect_tx(&full[s], n * streams);
+    for (int r = 0; r < streams; ++r)
+      asm volatile(
+          "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, "
+          "[%3];\n" ::"r"(flashmin::cuda::smem_addr(stage + s * kStageBytes + r * piece)),
+          "l"(x + r * stream_stride + at), "r"(n), "r"(flashmin::cuda::smem_addr(&full[s]))
+          : "memory");
+  }
+  for (int64_t j = std::max<int64_t>(0, pieces - kStages); j < pieces; ++j)
+    flashmin::cuda::mbar_wait(&full[j % kStages], uint32_t((j / kStages) & 1));
+  keep(*reinterpret_cast<const uint32_t*>(stage), sink);
+}
+
+__global__ void read_flush_kernel(const uint4* x, size_t n, uint32_t* sink) {
+  uint32_t acc = 0;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x)
+    acc ^= x[i].x ^ x[i].w;
+  keep(acc, sink);
+}
+
+__global__ void fill_kernel(uint4* x, size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x)
+    x[i] = make_uint4(uint32_t(i * 2654435761u), uint32_t(i), 7u, uint32_t(i >> 7));
+}
+
+const size_t kFlushBytes = size_t(256) << 20;
+
+float median_us(const std::vector<float>& ms) {
+  std::vector<float> v = ms;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2] * 1e3f;
+}
+
+// Median of 50 calls, each after the flush, timed by events around the call alone.
+template <class F>
+float time_us(F&& f, void* flush, uint32_t* sink, bool read_flush) {
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  for (int i = 0; i < 3; ++i) f();
+  std::vector<float> ts;
+  for (int i = 0; i < 50; ++i) {
+    if (read_flush)
+      read_flush_kernel<<<1024, 512>>>(static_cast<const uint4*>(flush), kFlushBytes / 16, sink);
+    else
+      CK(cudaMemsetAsync(flush, i & 0xff, kFlushBytes));
+    CK(cudaEventRecord(a));
+    f();
+    CK(cudaEventRecord(b));
+    CK(cudaEventSynchronize(b));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    ts.push_back(ms);
+  }
+  CK(cudaGetLastError());
+  CK(cudaEventDestroy(a));
+  CK(cudaEventDestroy(b));
+  return median_us(ts);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: stream_floor \"B:L,B:L,...\" [--sweep]\n");
+    return 2;
+  }
+  std::vector<std::pair<int, int>> shapes;
+  const std::string list = argv[1];
+  for (size_t at = 0; at < list.size();) {
+    const size_t end = std::min(list.find(',', at), list.size());
+    int B = 0, L = 0;
+    if (std::sscanf(list.substr(at, end - at).c_str(), "%d:%d", &B, &L) != 2 || B < 1 || L < 1) {
+      std::fprintf(stderr, "stream_floor: bad shape '%s' (expected B:L)\n",
+                   list.substr(at, end - at).c_str());
+      return 2;
+    }
+    shapes.emplace_back(B, L);
+    at = end + 1;
+  }
+  // --sweep: also the bulk configurations that separate CTA count, alignment and two streams.
+  const bool sweep = argc > 2 && std::strcmp(argv[2], "--sweep") == 0;
+  const bool read_flush =
+      std::getenv("FM_FLUSH") && std::strcmp(std::getenv("FM_FLUSH"), "read") == 0;
+  int sms;
+  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  const int smem = kStages * kStageBytes;
+  CK(cudaFuncSetAttribute(bulk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  void *flush, *sink_p;
+  CK(cudaMalloc(&flush, kFlushBytes));
+  CK(cudaMalloc(&sink_p, 64));
+  auto* sink = static_cast<uint32_t*>(sink_p);
+  for (int rep = 0; rep < 2; ++rep) {
+    for (auto [B, L] : shapes) {
+      const int64_t bytes = int64_t(2) * B * 8 * L * 128 * 2;
+      void* kv;
+      CK(cudaMalloc(&kv, bytes));
+      fill_kernel<<<4096, 256>>>(static_cast<uint4*>(kv), bytes / 16);
+      const auto* x = static_cast<const char*>(kv);
+      auto round_up = [](int64_t n, int64_t to) { return (n + to - 1) / to * to; };
+      // A bulk configuration: each CTA reads `per` bytes of each of `streams` regions.
+      auto bulk = [&](int streams, int64_t per) {
+        const int64_t region = bytes / streams;
+        const int grid = int((region + per - 1) / per);
+        return time_us(
+            [&] { bulk_kernel<<<grid, 32, smem>>>(x, region, per, streams, region, sink); }, flush,
+            sink, read_flush);
+      };
+      std::vector<std::pair<std::string, float>> runs;
+      runs.emplace_back("ldg64k", time_us(
+                                      [&] {
+                                        ldg_chunks_kernel<<<int(bytes / kLdgChunk), kLdgThreads>>>(
+                                            static_cast<const uint4*>(kv), bytes / 16, sink);
+                                      },
+                                      flush, sink, read_flush));
+      runs.emplace_back("bulk1m", bulk(1, 1 << 20));
+      runs.emplace_back("bulkstat2", bulk(1, round_up(bytes / (2 * sms), 16)));
+      runs.emplace_back("bulkstat1", bulk(1, round_up(bytes / sms, 16)));
+      if (sweep) {  // what makes a one-wave static split slow: CTA count, alignment, K/V streams
+        runs.emplace_back("b2m", bulk(1, 2 << 20));
+        runs.emplace_back("b512k", bulk(1, 512 << 10));
+        runs.emplace_back("b1m+4k", bulk(1, (1 << 20) + (4 << 10)));
+        runs.emplace_back("b1m-64k", bulk(1, (1 << 20) - (64 << 10)));
+        runs.emplace_back("stat2a64k", bulk(1, round_up(bytes / (2 * sms), 64 << 10)));
+        runs.emplace_back("stat1a64k", bulk(1, round_up(bytes / sms, 64 << 10)));
+        runs.emplace_back("kv512k", bulk(2, 512 << 10));
+        runs.emplace_back("kv1m", bulk(2, 1 << 20));
+        runs.emplace_back("kvstat2", bulk(2, round_up(bytes / 2 / (2 * sms), 16)));
+        runs.emplace_back("kvstat1", bulk(2, round_up(bytes / 2 / sms, 16)));
+      }
+      for (const auto& [name, us] : runs)
+        std::printf("FLOOR %-9s B=%-3d L=%-6d %s flush %8.1f us %7.1f GB/s\n", name.c_str(), B, L,
+                    read_flush ? "read  " : "memset", us, bytes / (us * 1e-6) / 1e9);
+      CK(cudaFree(kv));
+    }
+  }
+  CK(cudaFree(flush));
+  CK(cudaFree(sink_p));
+  return 0;
+}
