@@ -80,14 +80,17 @@ for name in ${TIMELINE:-}; do
     FM_TIMELINE=1 timeout 120 "$obj/check_$name" --bench-only --shape $shape 2>&1 | grep TIMELINE
   done
 done
-# FLOOR=1 (or FLOOR="B:L,..."): read-only kernels over the same K + V bytes
+# FLOOR=1 (or FLOOR="B:L,...", FLOOR_ARGS=--sweep): read-only kernels over the same K + V bytes
 # (tests/cuda/stream_floor.cu) under each flush of the run: the floor any decode kernel has.
 if [ -n "${FLOOR:-}" ]; then
   [ "$FLOOR" = 1 ] && FLOOR="1:16384,1:65536,8:8192,16:4096,64:1024,64:2048,32:8192,64:4096,128:2048"
   # shellcheck disable=SC2086
-  nvcc $HARNESS_FLAGS tests/cuda/stream_floor.cu -o "$obj/stream_floor" || rc=1
+  nvcc $HARNESS_FLAGS tests/cuda/stream_floor.cu src/cuda/tensor_map.cpp src/cuda/cuda_error.cpp \
+    -o "$obj/stream_floor" || rc=1
   for pass in memset ${FLUSH:-}; do
-    FM_FLUSH=$pass timeout 200 "$obj/stream_floor" "$FLOOR" 2>&1 | tee "$out/floor_$pass.txt"
+    # shellcheck disable=SC2086
+    FM_FLUSH=$pass timeout 200 "$obj/stream_floor" "$FLOOR" ${FLOOR_ARGS:-} 2>&1 \
+      | tee "$out/floor_$pass.txt"
   done
 fi
 if [ "${SDPA:-0}" = 1 ]; then

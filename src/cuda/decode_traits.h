@@ -53,7 +53,15 @@ constexpr int decode_head_dim_bucket(int64_t d) { return d <= 64 ? 64 : d <= 128
 #define FM_DECODE_FORCE_CPASYNC 0
 #endif
 // Diagnostics (session 8; wrong results): 1 = consumers skip the math (the copy pipeline
-// alone), 2 = the producer copies nothing (the math alone, on stale shared memory).
+// alone), 2 = the producer copies nothing (the math alone, on stale shared memory), 3 = the
+// producer refills a stage as soon as its last copy landed and nobody consumes (the copies
+// alone, no consumer round trip; split kernel only).
+// Prefetch a split's first blocks into L2 before its length is read (split kernel, contiguous
+// cache, whole-row boxes).
+#ifndef FM_DECODE_L2_PREFETCH
+#define FM_DECODE_L2_PREFETCH 0
+#endif
+
 #ifndef FM_DECODE_DIAG
 #define FM_DECODE_DIAG 0
 #endif

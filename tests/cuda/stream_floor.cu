@@ -14,9 +14,13 @@
 //             split with equal shares, like a one-wave decode grid: shows the tail of unequal
 //             SM rates)
 //   bulkstat1 the same with one CTA per SM (the one-wave grids of round 11)
+//   tma       the decode kernel's copies alone: CTA (b, h_k) reads its K and V through 3 stages
+//             of one 5-D tensor box each (64 whole rows), as src/cuda/decode.cu issues them
+//   +dep      the same, every address first waiting for a global load (the sequence length)
 // --sweep adds bulk grids that separate the CTA count, the chunks' alignment and reading two
 // regions per CTA (K and V) from each other.
-// Sm_90 only (bulk copies), built by scripts/decode_variants.sh with FLOOR=1.
+// Sm_90 only (bulk copies), built by scripts/decode_variants.sh with FLOOR=1 (links
+// src/cuda/tensor_map.cpp and cuda_error.cpp).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -27,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/tensor_map.h"
 #include "flashmin/cuda/tma.h"
 
 #define CK(x)                                                                                \
@@ -42,7 +47,7 @@ namespace {
 
 constexpr int kLdgThreads = 512, kLdgLoads = 8;
 constexpr int64_t kLdgChunk = int64_t(kLdgThreads) * kLdgLoads * 16;  // 64 KB
-constexpr int kStages = 3;
+constexpr int kMaxStages = 6;                                         // 192 KB of shared memory
 constexpr uint32_t kStageBytes = 32 << 10;
 
 // XOR of what was read, stored only if it equals a value it never takes: keeps the loads.
@@ -66,22 +71,24 @@ __global__ void __launch_bounds__(kLdgThreads)
 }
 
 // One thread streams [begin, end) of each of `streams` regions stream_stride bytes apart (1: a
-// single region; 2: like K and V) through kStages shared-memory stages with 1-D bulk copies,
+// single region; 2: like K and V) through `stages` shared-memory stages with 1-D bulk copies,
 // kStageBytes / streams bytes of each region per stage.
 __global__ void __launch_bounds__(32)
     bulk_kernel(const char* x, int64_t bytes, int64_t per_cta, int streams, int64_t stream_stride,
-                uint32_t* sink) {
+                int stages, const int* dep, uint32_t* sink) {
   extern __shared__ __align__(128) char stage[];
-  __shared__ __align__(8) uint64_t full[kStages];
-  const int64_t begin = int64_t(blockIdx.x) * per_cta;
+  __shared__ __align__(8) uint64_t full[kMaxStages];
+  // dep (zeros, evicted by the flush): every address waits for a global load first, as a
+  // decode CTA waits for its sequence length.
+  const int64_t begin = int64_t(blockIdx.x) * per_cta + (dep ? dep[blockIdx.x % 256] : 0);
   const int64_t end = std::min(bytes, begin + per_cta);
   if (threadIdx.x != 0 || begin >= end) return;
-  for (int s = 0; s < kStages; ++s) flashmin::cuda::mbar_init(&full[s], 1);
+  for (int s = 0; s < stages; ++s) flashmin::cuda::mbar_init(&full[s], 1);
   const uint32_t piece = kStageBytes / streams;
   const int64_t pieces = (end - begin + piece - 1) / piece;
   for (int64_t j = 0; j < pieces; ++j) {
-    const int s = int(j % kStages);
-    if (j >= kStages) flashmin::cuda::mbar_wait(&full[s], uint32_t((j / kStages - 1) & 1));
+    const int s = int(j % stages);
+    if (j >= stages) flashmin::cuda::mbar_wait(&full[s], uint32_t((j / stages - 1) & 1));
     const int64_t at = begin + j * piece;
     const uint32_t n = uint32_t(std::min<int64_t>(piece, end - at));
     flashmin::cuda::mbar_arrive_expect_tx(&full[s], n * streams);
@@ -92,8 +99,33 @@ __global__ void __launch_bounds__(32)
           "l"(x + r * stream_stride + at), "r"(n), "r"(flashmin::cuda::smem_addr(&full[s]))
           : "memory");
   }
-  for (int64_t j = std::max<int64_t>(0, pieces - kStages); j < pieces; ++j)
-    flashmin::cuda::mbar_wait(&full[j % kStages], uint32_t((j / kStages) & 1));
+  for (int64_t j = std::max<int64_t>(0, pieces - stages); j < pieces; ++j)
+    flashmin::cuda::mbar_wait(&full[j % stages], uint32_t((j / stages) & 1));
+  keep(*reinterpret_cast<const uint32_t*>(stage), sink);
+}
+
+// The decode kernel's copies without its math: CTA (b, h) streams K and V of its head through
+// `stages` stages, each one 5-D tensor box of 64 whole rows (16 KB) of K and one of V.
+__global__ void __launch_bounds__(32)
+    tma_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v,
+               int L, int stages, const int* dep, uint32_t* sink) {
+  extern __shared__ __align__(1024) char smem_raw[];
+  __shared__ __align__(8) uint64_t full[kMaxStages];
+  char* stage = smem_raw + ((1024 - (flashmin::cuda::smem_addr(smem_raw) & 1023)) & 1023);
+  const int b = blockIdx.x / 8, h = blockIdx.x % 8;
+  if (threadIdx.x != 0) return;
+  const int blocks = L / 64 + (dep ? dep[blockIdx.x % 256] : 0);
+  for (int s = 0; s < stages; ++s) flashmin::cuda::mbar_init(&full[s], 1);
+  for (int j = 0; j < blocks; ++j) {
+    const int s = j % stages;
+    if (j >= stages) flashmin::cuda::mbar_wait(&full[s], uint32_t((j / stages - 1) & 1));
+    flashmin::cuda::mbar_arrive_expect_tx(&full[s], kStageBytes);
+    flashmin::cuda::tma_load_5d(stage + s * kStageBytes, &tm_k, 0, 0, j * 64, h, b, &full[s]);
+    flashmin::cuda::tma_load_5d(stage + s * kStageBytes + kStageBytes / 2, &tm_v, 0, 0, j * 64, h,
+                                b, &full[s]);
+  }
+  for (int j = std::max(0, blocks - stages); j < blocks; ++j)
+    flashmin::cuda::mbar_wait(&full[j % stages], uint32_t((j / stages) & 1));
   keep(*reinterpret_cast<const uint32_t*>(stage), sink);
 }
 
@@ -172,14 +204,20 @@ int main(int argc, char** argv) {
       std::getenv("FM_FLUSH") && std::strcmp(std::getenv("FM_FLUSH"), "read") == 0;
   int sms;
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  const int smem = kStages * kStageBytes;
-  CK(cudaFuncSetAttribute(bulk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  void *flush, *sink_p;
+  CK(cudaFuncSetAttribute(bulk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                          kMaxStages * kStageBytes));
+  const int smem_tma = 3 * kStageBytes + 1024;
+  CK(cudaFuncSetAttribute(tma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_tma));
+  void *flush, *sink_p, *zeros_p;
+  CK(cudaMalloc(&zeros_p, 1024));
+  CK(cudaMemset(zeros_p, 0, 1024));
+  const int* zeros = static_cast<const int*>(zeros_p);
   CK(cudaMalloc(&flush, kFlushBytes));
   CK(cudaMalloc(&sink_p, 64));
   auto* sink = static_cast<uint32_t*>(sink_p);
   for (int rep = 0; rep < 2; ++rep) {
-    for (auto [B, L] : shapes) {
+    for (const auto& shape : shapes) {
+      const int B = shape.first, L = shape.second;
       const int64_t bytes = int64_t(2) * B * 8 * L * 128 * 2;
       void* kv;
       CK(cudaMalloc(&kv, bytes));
@@ -187,12 +225,15 @@ int main(int argc, char** argv) {
       const auto* x = static_cast<const char*>(kv);
       auto round_up = [](int64_t n, int64_t to) { return (n + to - 1) / to * to; };
       // A bulk configuration: each CTA reads `per` bytes of each of `streams` regions.
-      auto bulk = [&](int streams, int64_t per) {
+      auto bulk = [&](int streams, int64_t per, int stages = 3, const int* dep = nullptr) {
         const int64_t region = bytes / streams;
         const int grid = int((region + per - 1) / per);
         return time_us(
-            [&] { bulk_kernel<<<grid, 32, smem>>>(x, region, per, streams, region, sink); }, flush,
-            sink, read_flush);
+            [&] {
+              bulk_kernel<<<grid, 32, stages * kStageBytes>>>(x, region, per, streams, region,
+                                                              stages, dep, sink);
+            },
+            flush, sink, read_flush);
       };
       std::vector<std::pair<std::string, float>> runs;
       runs.emplace_back("ldg64k", time_us(
@@ -213,6 +254,29 @@ int main(int argc, char** argv) {
         runs.emplace_back("stat1a64k", bulk(1, round_up(bytes / sms, 64 << 10)));
         runs.emplace_back("kv512k", bulk(2, 512 << 10));
         runs.emplace_back("kv1m", bulk(2, 1 << 20));
+        runs.emplace_back("kv2m", bulk(2, 2 << 20));
+        runs.emplace_back("kv1m+dep", bulk(2, 1 << 20, 3, zeros));
+        CUtensorMap tm[2];
+        bool maps = true;
+        for (int r = 0; r < 2; ++r) {  // (64 elements = 128 B, 2 pieces, L, H_k, B), 64-row box
+          const int64_t dims[5] = {64, 2, L, 8, B};
+          const int64_t strides[4] = {128, 256, int64_t(L) * 256, int64_t(8) * L * 256};
+          maps = maps && flashmin::cuda::make_tensor_map_rows(
+                             &tm[r], CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, x + r * bytes / 2, 5,
+                             dims, strides, 64, CU_TENSOR_MAP_L2_PROMOTION_L2_128B);
+        }
+        if (maps && L % 64 == 0) {
+          for (const int* d : {static_cast<const int*>(nullptr), zeros}) {
+            runs.emplace_back(
+                d ? "tma+dep" : "tma",
+                time_us([&] { tma_kernel<<<B * 8, 32, smem_tma>>>(tm[0], tm[1], L, 3, d, sink); },
+                        flush, sink, read_flush));
+          }
+        }
+        runs.emplace_back("kv1m-2st", bulk(2, 1 << 20, 2));
+        runs.emplace_back("kv1m-4st", bulk(2, 1 << 20, 4));
+        runs.emplace_back("kv2m-2st", bulk(2, 2 << 20, 2));
+        runs.emplace_back("kv2m-4st", bulk(2, 2 << 20, 4));
         runs.emplace_back("kvstat2", bulk(2, round_up(bytes / 2 / (2 * sms), 16)));
         runs.emplace_back("kvstat1", bulk(2, round_up(bytes / 2 / sms, 16)));
       }
