@@ -929,6 +929,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
   }
 #endif
 #undef FM_TL_TIME
+  if constexpr (FM_DECODE_DIAG_NO_EPILOGUE) return;
   // ---- Epilogue: merge the warps of each row tile, normalise, write.
   cp_async_wait<0>();
   __syncthreads();  // pipeline buffers are free: reuse them as the O scratch

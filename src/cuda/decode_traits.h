@@ -65,6 +65,10 @@ constexpr int decode_head_dim_bucket(int64_t d) { return d <= 64 ? 64 : d <= 128
 #ifndef FM_DECODE_DIAG
 #define FM_DECODE_DIAG 0
 #endif
+// Diagnostic (wrong results): the split kernel returns after its loop (no merge, no output).
+#ifndef FM_DECODE_DIAG_NO_EPILOGUE
+#define FM_DECODE_DIAG_NO_EPILOGUE 0
+#endif
 
 template <typename T, int kD, bool kBulkCopy, bool kCompactTile = false, bool kWideCta = false,
           bool kKeyMajorStep = false>
