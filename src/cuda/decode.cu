@@ -29,6 +29,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <map>
@@ -102,6 +103,13 @@ struct SeqLen {
   int64_t L;
   bool valid;
 };
+
+// ceil(a / b) for 0 <= a, 1 <= b, in 32 bits wherever a fits (a key-block count always does
+// for a cache that fits in memory).
+__device__ __forceinline__ int64_t ceil_div_small(int64_t a, int b) {
+  if (a <= int64_t(INT_MAX) - b) return (unsigned(a) + unsigned(b) - 1) / unsigned(b);
+  return (a + b - 1) / b;
+}
 
 __device__ __forceinline__ SeqLen seq_len(const DecodeParams& p, int64_t b) {
   const int64_t cached = p.cache_seqlens ? int64_t(p.cache_seqlens[b]) : p.max_seqlen_k;
@@ -441,13 +449,13 @@ __device__ __forceinline__ void warp_step_key_major(float (&Ot)[Tr::kHeadDim / 1
 // the head dim are zero-filled. The caller commits the group.
 template <class Tr, typename T>
 __device__ __forceinline__ void copy_q_rows(T* Qs, const DecodeParams& p, int64_t b, int64_t hk,
-                                            int64_t row_begin, int n_rows, int rows, int t,
+                                            int row_begin, int n_rows, int rows, int t,
                                             int n_threads) {
-  const int64_t group = p.heads_q / p.heads_kv, S_q = p.seqlen_q;
+  const int group = int(p.heads_q) / int(p.heads_kv), S_q = int(p.seqlen_q);
   const T* q = static_cast<const T*>(p.q);
   for (int i = t; i < n_rows * Tr::kVecsPerRow; i += n_threads) {
     const int r = i / Tr::kVecsPerRow, v = i % Tr::kVecsPerRow;
-    const int64_t R = row_begin + r;
+    const int R = row_begin + r;
     const bool ok = r < rows && v * Tr::kVec < p.head_dim;
     const T* src = q;
     if (ok) src = q + offset(p.q_strides, b, hk * group + R / S_q, R % S_q) + v * Tr::kVec;
@@ -488,10 +496,11 @@ __device__ __forceinline__ void stash_key_major_o(float* Ow,
 // Final O of query row R of sequence b, KV head hk (R = (head in the group) * S_q + position),
 // columns [d, d + 4), and its lse (column 0 only).
 template <typename T>
-__device__ __forceinline__ void write_out_row(const DecodeParams& p, int64_t b, int64_t hk,
-                                              int64_t R, int d, float4 acc, float lse) {
-  const int64_t group = p.heads_q / p.heads_kv, S_q = p.seqlen_q;
-  const int64_t h = hk * group + R / S_q, t = R % S_q;
+__device__ __forceinline__ void write_out_row(const DecodeParams& p, int64_t b, int64_t hk, int R,
+                                              int d, float4 acc, float lse) {
+  const int group = int(p.heads_q) / int(p.heads_kv), S_q = int(p.seqlen_q);
+  const int64_t h = hk * group + R / S_q;
+  const int t = R % S_q;
   store4(static_cast<T*>(p.o) + offset(p.o_strides, b, h, t) + d, acc);
   if (p.lse != nullptr && d == 0) p.lse[(b * p.heads_q + h) * S_q + t] = lse;
 }
@@ -665,16 +674,19 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
   const unsigned long long t_start = global_timer_ns();
 #endif
 
-  // ---- Which (b, h_k, query rows, split) this CTA owns.
-  const int64_t group = p.heads_q / p.heads_kv;
-  const int64_t S_q = p.seqlen_q;
-  const int chunk = int(blockIdx.x % row_chunks);
-  const int64_t hk = (blockIdx.x / row_chunks) % p.heads_kv;
-  const int64_t b = blockIdx.x / row_chunks / p.heads_kv;
+  // ---- Which (b, h_k, query rows, split) this CTA owns. 32-bit index math (every value is
+  //      bounded by the grid or the head counts): 64-bit divisions cost hundreds of cycles on the
+  //      way to the first copy and in the epilogue.
+  const int group = int(p.heads_q) / int(p.heads_kv);
+  const int S_q = int(p.seqlen_q);
+  const int chunk = int(blockIdx.x % unsigned(row_chunks));
+  const int column = int(blockIdx.x / unsigned(row_chunks));
+  const int64_t hk = column % int(p.heads_kv);
+  const int64_t b = column / int(p.heads_kv);
   const int split = blockIdx.y, num_splits = gridDim.y;
   // Row R of the group = (query head hk*group + R / S_q, query position R % S_q).
-  const int64_t row_begin = int64_t(chunk) * Tr::kMaxRows;
-  const int rows = int(min(int64_t(Tr::kMaxRows), group * S_q - row_begin));
+  const int row_begin = chunk * Tr::kMaxRows;
+  const int rows = min(Tr::kMaxRows, group * S_q - row_begin);
   const int row_tiles = (rows + Tr::kRowTile - 1) / Tr::kRowTile;
   // Tensor-copy path: warp kWarps only issues the copies (producer); warps 0..kWarps-1 compute.
   const bool is_producer = Tr::kProducerWarp && warp == Tr::kWarps;
@@ -720,7 +732,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
   const int64_t L = seq.L;
   bool bad = !seq.valid;  // invalid length or page: the sequence's output becomes NaN
   const int64_t n_blocks = (L + kBc - 1) / kBc;
-  const int64_t blocks_per_split = (n_blocks + num_splits - 1) / num_splits;
+  const int64_t blocks_per_split = ceil_div_small(n_blocks, num_splits);
   const int64_t blk_begin = min(n_blocks, split * blocks_per_split);
   const int64_t blk_end = min(n_blocks, blk_begin + blocks_per_split);
   const int64_t causal_limit = L - S_q;  // query t sees key j iff j <= causal_limit + t
@@ -995,7 +1007,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
     } else if (o_part == nullptr) {
       write_out(r, d, acc, lse);
     } else {
-      const int64_t R = row_begin + r;
+      const int R = row_begin + r;
       const int64_t row_id = (b * p.heads_q + hk * group + R / S_q) * S_q + R % S_q;
       *reinterpret_cast<float4*>(o_part + (split * total_rows + row_id) * p.head_dim + d) = acc;
       if (d == 0) lse_part[split * total_rows + row_id] = lse;
@@ -1078,8 +1090,10 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, true, false, false, true>:
   static_assert(kWarps * kRows * Tr::kOStride * 4 <= Tr::kStageBytes, "merge scratch > stage");
   extern __shared__ __align__(128) unsigned char smem_raw[];
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const int64_t group = p.heads_q / p.heads_kv, S_q = p.seqlen_q;
-  const int rows = int(group * S_q);  // <= kRows (launcher)
+  // 32-bit index math (units <= INT_MAX: launcher): no 64-bit division at a unit switch.
+  const int group = int(p.heads_q) / int(p.heads_kv), S_q = int(p.seqlen_q);
+  const int heads_kv = int(p.heads_kv);
+  const int rows = group * S_q;  // <= kRows (launcher)
   const int64_t units = p.batch * p.heads_kv;
 
   // Shared memory: stages (1024-byte aligned) | Q_i [2][kRows][kD] | m, l [warps][kRows] |
@@ -1099,8 +1113,8 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, true, false, false, true>:
 
   // Q_i of unit u -> buffer buf (compute warps; one cp.async group; zero-filled padding).
   auto load_q = [&](int64_t u, int buf) {
-    copy_q_rows<Tr>(Qs + buf * kRows * kD, p, u / p.heads_kv, u % p.heads_kv, 0, kRows, rows, tid,
-                    kConsumers);
+    copy_q_rows<Tr>(Qs + buf * kRows * kD, p, int(u) / heads_kv, int(u) % heads_kv, 0, kRows, rows,
+                    tid, kConsumers);
     cp_async_commit();
   };
 
@@ -1124,7 +1138,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, true, false, false, true>:
       int g = 0;
       bool bad = false;  // per block: bad_flags
       for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
-        const int64_t b = u / p.heads_kv, hk = u % p.heads_kv;
+        const int64_t b = int(u) / heads_kv, hk = int(u) % heads_kv;
         const int64_t L = seq_len(p, b).L;
         for (int64_t blk = 0; blk * kBc < L; ++blk, ++g) {
           const int stage = g % kStages;
@@ -1154,7 +1168,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, true, false, false, true>:
     load_q_fragments<Tr>(qf, Qs + buf * kRows * kD, lane);
     if (u + gridDim.x < units) load_q(u + gridDim.x, buf ^ 1);
 
-    const int64_t b = u / p.heads_kv, hk = u % p.heads_kv;
+    const int64_t b = int(u) / heads_kv, hk = int(u) % heads_kv;
     const SeqLen seq = seq_len(p, b);
     const int64_t L = seq.L, causal_limit = L - S_q;
     const int64_t n_blocks = (L + kBc - 1) / kBc;
@@ -1243,6 +1257,10 @@ __global__ void __launch_bounds__(kCombineThreads)
   const int vec4 = int(p.head_dim / 4);
   const int groups = kCombineThreads / vec4;  // splits handled side by side
   const int grp = tid / vec4, d4 = tid % vec4;
+  // Where the row goes, worked out before the wait (32-bit: row_id is a grid index).
+  const int S_q = int(p.seqlen_q), H_q = int(p.heads_q), r = int(blockIdx.x);
+  T* const out =
+      static_cast<T*>(p.o) + offset(p.o_strides, r / S_q / H_q, (r / S_q) % H_q, r % S_q) + d4 * 4;
   pdl_wait_primary();  // launched early (PDL): the split kernel's results are visible after this
 
   // Running state of this thread's splits s = grp, grp + groups, ... (natural-log units).
@@ -1286,10 +1304,7 @@ __global__ void __launch_bounds__(kCombineThreads)
   const float inv_l = row.inv_l();
   acc = make_float4(acc.x * inv_l, acc.y * inv_l, acc.z * inv_l, acc.w * inv_l);
   if (bad) acc = make_float4(NAN, NAN, NAN, NAN);
-  const int64_t t = row_id % p.seqlen_q;
-  const int64_t h = (row_id / p.seqlen_q) % p.heads_q;
-  const int64_t b = row_id / p.seqlen_q / p.heads_q;
-  store4(static_cast<T*>(p.o) + offset(p.o_strides, b, h, t) + d4 * 4, acc);
+  store4(out, acc);
   if (p.lse != nullptr && d4 == 0) p.lse[row_id] = bad ? NAN : row.lse();
 }
 
@@ -1775,7 +1790,7 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
         const int64_t units = p.batch * p.heads_kv;
         const int64_t slots =
             int64_t(sm_count(current_device())) * blocks_per_sm(kernel, Tr::kThreads, smem);
-        if (slots > 0 && (g_persistent > 0 || units > slots)) {
+        if (slots > 0 && units <= INT_MAX && (g_persistent > 0 || units > slots)) {
           const int64_t ctas = std::min(units, g_persistent > 0 ? int64_t(g_persistent) : slots);
           kernel<<<unsigned(ctas), Tr::kThreads, size_t(smem), stream>>>(p, tm_k, tm_v, full_rows);
           FM_CUDA_CHECK(cudaGetLastError());
