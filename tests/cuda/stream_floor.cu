@@ -72,10 +72,10 @@ __global__ void __launch_bounds__(kLdgThreads)
 
 // One thread streams [begin, end) of each of `streams` regions stream_stride bytes apart (1: a
 // single region; 2: like K and V) through `stages` shared-memory stages with 1-D bulk copies,
-// kStageBytes / streams bytes of each region per stage.
+// kStageBytes / streams bytes of each region per stage (or, alternating, a whole stage of one).
 __global__ void __launch_bounds__(32)
     bulk_kernel(const char* x, int64_t bytes, int64_t per_cta, int streams, int64_t stream_stride,
-                int stages, const int* dep, uint32_t* sink) {
+                int stages, const int* dep, bool alternate, uint32_t* sink) {
   extern __shared__ __align__(128) char stage[];
   __shared__ __align__(8) uint64_t full[kMaxStages];
   // dep (zeros, evicted by the flush): every address waits for a global load first, as a
@@ -84,18 +84,21 @@ __global__ void __launch_bounds__(32)
   const int64_t end = std::min(bytes, begin + per_cta);
   if (threadIdx.x != 0 || begin >= end) return;
   for (int s = 0; s < stages; ++s) flashmin::cuda::mbar_init(&full[s], 1);
-  const uint32_t piece = kStageBytes / streams;
-  const int64_t pieces = (end - begin + piece - 1) / piece;
+  // alternate: each stage takes kStageBytes of ONE region, the regions in turn (K, V, K, ...).
+  const uint32_t piece = alternate ? kStageBytes : kStageBytes / streams;
+  const int64_t pieces = (end - begin + piece - 1) / piece * (alternate ? streams : 1);
   for (int64_t j = 0; j < pieces; ++j) {
     const int s = int(j % stages);
     if (j >= stages) flashmin::cuda::mbar_wait(&full[s], uint32_t((j / stages - 1) & 1));
-    const int64_t at = begin + j * piece;
+    const int64_t at = begin + (alternate ? j / streams : j) * piece;
     const uint32_t n = uint32_t(std::min<int64_t>(piece, end - at));
-    flashmin::cuda::mbar_arrive_expect_tx(&full[s], n * streams);
-    for (int r = 0; r < streams; ++r)
+    flashmin::cuda::mbar_arrive_expect_tx(&full[s], alternate ? n : n * streams);
+    for (int r = alternate ? int(j % streams) : 0; r < (alternate ? int(j % streams) + 1 : streams);
+         ++r)
       asm volatile(
           "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, "
-          "[%3];\n" ::"r"(flashmin::cuda::smem_addr(stage + s * kStageBytes + r * piece)),
+          "[%3];\n" ::"r"(
+              flashmin::cuda::smem_addr(stage + s * kStageBytes + (alternate ? 0 : r * piece))),
           "l"(x + r * stream_stride + at), "r"(n), "r"(flashmin::cuda::smem_addr(&full[s]))
           : "memory");
   }
@@ -225,13 +228,14 @@ int main(int argc, char** argv) {
       const auto* x = static_cast<const char*>(kv);
       auto round_up = [](int64_t n, int64_t to) { return (n + to - 1) / to * to; };
       // A bulk configuration: each CTA reads `per` bytes of each of `streams` regions.
-      auto bulk = [&](int streams, int64_t per, int stages = 3, const int* dep = nullptr) {
+      auto bulk = [&](int streams, int64_t per, int stages = 3, const int* dep = nullptr,
+                      bool alternate = false) {
         const int64_t region = bytes / streams;
         const int grid = int((region + per - 1) / per);
         return time_us(
             [&] {
               bulk_kernel<<<grid, 32, stages * kStageBytes>>>(x, region, per, streams, region,
-                                                              stages, dep, sink);
+                                                              stages, dep, alternate, sink);
             },
             flush, sink, read_flush);
       };
@@ -247,6 +251,7 @@ int main(int argc, char** argv) {
       runs.emplace_back("bulkstat1", bulk(1, round_up(bytes / sms, 16)));
       if (sweep) {  // what makes a one-wave static split slow: CTA count, alignment, K/V streams
         runs.emplace_back("b2m", bulk(1, 2 << 20));
+        runs.emplace_back("b4m", bulk(1, 4 << 20));
         runs.emplace_back("b512k", bulk(1, 512 << 10));
         runs.emplace_back("b1m+4k", bulk(1, (1 << 20) + (4 << 10)));
         runs.emplace_back("b1m-64k", bulk(1, (1 << 20) - (64 << 10)));
@@ -256,6 +261,9 @@ int main(int argc, char** argv) {
         runs.emplace_back("kv1m", bulk(2, 1 << 20));
         runs.emplace_back("kv2m", bulk(2, 2 << 20));
         runs.emplace_back("kv1m+dep", bulk(2, 1 << 20, 3, zeros));
+        runs.emplace_back("kv1m-alt", bulk(2, 1 << 20, 3, nullptr, true));
+        runs.emplace_back("kv2m-alt", bulk(2, 2 << 20, 3, nullptr, true));
+        runs.emplace_back("kv1m-alt4", bulk(2, 1 << 20, 4, nullptr, true));
         CUtensorMap tm[2];
         bool maps = true;
         for (int r = 0; r < 2; ++r) {  // (64 elements = 128 B, 2 pieces, L, H_k, B), 64-row box
