@@ -712,21 +712,6 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
   uint64_t* empty_bar = full_bar + kStages;
   float* Os = reinterpret_cast<float*>(KVs);  // epilogue: [warps][16][kOStride], reuses stages
 
-  // ---- Before the length is known (a global load; after an L2 flush a DRAM round trip during
-  //      which the CTA has nothing in flight), prefetch into L2 the first blocks this split has
-  //      if the sequence fills the cache (L = max_seqlen_k). For split 0 they are its first
-  //      blocks whenever L >= kStages * B_c; a wrong guess costs those bytes, nothing else.
-  if constexpr (kBulk && FM_DECODE_L2_PREFETCH) {
-    if (is_producer && lane == 0 && full_row_boxes && p.block_table == nullptr) {
-      const int64_t n_spec = (p.max_seqlen_k + kBc - 1) / kBc;
-      const int64_t blk0 = split * ((n_spec + num_splits - 1) / num_splits);
-      for (int s = 0; s < kStages && blk0 + s < n_spec; ++s) {
-        tma_prefetch_l2_5d(&tm_k, 0, 0, int((blk0 + s) * kBc), int(hk), int(b));
-        tma_prefetch_l2_5d(&tm_v, 0, 0, int((blk0 + s) * kBc), int(hk), int(b));
-      }
-    }
-  }
-
   // ---- This sequence's length and this split's key blocks [blk_begin, blk_end).
   const SeqLen seq = seq_len(p, b);
   const int64_t L = seq.L;

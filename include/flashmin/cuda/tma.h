@@ -103,19 +103,6 @@ __device__ __forceinline__ void tma_load_5d(void* smem_dst, const CUtensorMap* m
 #endif
 }
 
-// Prefetch one box of a 5-D tensor map into L2 (no shared memory, no barrier: nothing to wait
-// for, and a box nobody reads later only costs its bytes).
-__device__ __forceinline__ void tma_prefetch_l2_5d(const CUtensorMap* map, int c0, int c1, int c2,
-                                                   int c3, int c4) {
-#if FM_HAS_TMA
-  asm volatile(
-      "cp.async.bulk.prefetch.tensor.5d.L2.global.tile [%0, {%1, %2, %3, %4, %5}];\n" ::"l"(
-          reinterpret_cast<uint64_t>(map)),
-      "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4)
-      : "memory");
-#endif
-}
-
 // Warp-specialised kernels: a producer warpgroup gives registers back, consumer warpgroups take
 // them (sm_90a; every warp of the warpgroup executes it; the kernel needs a register cap at
 // entry, i.e. __launch_bounds__(threads, 1)).
