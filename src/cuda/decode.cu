@@ -930,6 +930,9 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
   // ---- Epilogue: merge the warps of each row tile, normalise, write.
   cp_async_wait<0>();
   __syncthreads();  // pipeline buffers are free: reuse them as the O scratch
+#if FM_DECODE_TIMELINE
+  if (tid == 0) tl[kTlEpiSync] = global_timer_ns();
+#endif
   // Complete the row sums over the lanes that hold the other keys of the same rows.
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
@@ -960,6 +963,9 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
     }
   }
   bad = __syncthreads_or(bad);
+#if FM_DECODE_TIMELINE
+  if (tid == 0) tl[kTlEpiMerged] = global_timer_ns();
+#endif
 
   // Cluster merge (sm_90; the host launches the splits of a (b, h_k, row chunk) as one cluster
   // when they are few): each CTA leaves its normalised O_s and lse_s in its own shared memory,
@@ -998,6 +1004,9 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
       if (d == 0) lse_part[split * total_rows + row_id] = lse;
     }
   }
+#if FM_DECODE_TIMELINE
+  if (tid == 0) tl[kTlEpiWritten] = global_timer_ns();
+#endif
   if constexpr (Tr::kClusterMerge) {
     if (n_cluster > 1) {
       cluster_sync();  // every CTA's O_s, lse_s are in its shared memory
@@ -1039,6 +1048,8 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
       g_timeline[kTimelineFields * cta + kTlStart] = t_start;
       g_timeline[kTimelineFields * cta + kTlEnd] = global_timer_ns();
       g_timeline[kTimelineFields * cta + kTlSm] = sm;
+      for (int f : {kTlEpiSync, kTlEpiMerged, kTlEpiWritten})
+        g_timeline[kTimelineFields * cta + f] = tl[f];
     }
     if (cta == 0) g_timeline_ctas = (long long)gridDim.x * gridDim.y;
   }

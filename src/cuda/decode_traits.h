@@ -215,6 +215,9 @@ enum TimelineField {
   kTlMath,        // cycles compute warp 0 spends in the math of its chunks
   kTlWaitEmpty,   // cycles the producer waits for stages to be released
   kTlBlocks,      // key blocks of the CTA
+  kTlEpiSync,     // ns, thread 0 past the epilogue's first barrier
+  kTlEpiMerged,   // ns, thread 0 past the barrier after the O, m, l stash
+  kTlEpiWritten,  // ns, thread 0 done merging the warps and writing its outputs
   kTimelineFields
 };
 int64_t decode_timeline(unsigned long long* out, int64_t max_ctas);

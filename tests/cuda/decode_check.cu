@@ -559,6 +559,47 @@ void report_timeline(F&& f) {
       "(%.1f per CTA), cycles: warp 0 waits %.0f, math %.0f; producer waits %.0f\n",
       pro / n, loop / n, epi / n, blocks / n, wait_full / per_blk, math / per_blk,
       wait_empty / per_blk);
+  // The critical path: when (after the first CTA's start) the first blocks land, the loops end
+  // and the CTAs end, and the phases of the CTA that ends last.
+  std::vector<double> first(n), loop_end(n), end(n);
+  int64_t last = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const unsigned long long* c = &t[kTimelineFields * i];
+    first[i] = (double(c[kTlFirstBlock]) - double(t0)) * 1e-3;
+    loop_end[i] = (double(c[kTlLoopEnd]) - double(t0)) * 1e-3;
+    end[i] = (double(c[kTlEnd]) - double(t0)) * 1e-3;
+    if (end[i] > end[last]) last = i;
+  }
+  const double last_first = first[last], last_loop = loop_end[last], last_end = end[last];
+  const double last_start = (double(t[kTimelineFields * last + kTlStart]) - double(t0)) * 1e-3;
+  for (auto* v : {&first, &loop_end, &end}) std::sort(v->begin(), v->end());
+  const auto at = [&](const std::vector<double>& v, double q) {
+    return v[size_t(q * double(n - 1))];
+  };
+  std::printf(
+      "TIMELINE after the first start, us: first block lands min %.2f p50 %.2f max %.2f; loop "
+      "ends p10 %.1f p50 %.1f max %.1f; CTA ends p50 %.1f max %.1f; last CTA: start %.2f, first "
+      "block %.2f, loop end %.1f, end %.1f (epilogue %.2f)\n",
+      first.front(), at(first, 0.5), first.back(), at(loop_end, 0.1), at(loop_end, 0.5),
+      loop_end.back(), at(end, 0.5), end.back(), last_start, last_first, last_loop, last_end,
+      last_end - last_loop);
+  // The epilogue's steps (thread 0): loop end -> first barrier -> stash + barrier -> merge and
+  // write -> end (the cluster merge, or nothing).
+  double epi_part[4] = {0, 0, 0, 0}, last_part[4] = {0, 0, 0, 0};
+  for (int64_t i = 0; i < n; ++i) {
+    const unsigned long long* c = &t[kTimelineFields * i];
+    const double marks[5] = {double(c[kTlLoopEnd]), double(c[kTlEpiSync]), double(c[kTlEpiMerged]),
+                             double(c[kTlEpiWritten]), double(c[kTlEnd])};
+    for (int k = 0; k < 4; ++k) {
+      epi_part[k] += (marks[k + 1] - marks[k]) * 1e-3 / double(n);
+      if (i == last) last_part[k] = (marks[k + 1] - marks[k]) * 1e-3;
+    }
+  }
+  std::printf(
+      "TIMELINE epilogue steps, us (mean / last CTA): first barrier %.2f / %.2f, stash + barrier "
+      "%.2f / %.2f, merge + write %.2f / %.2f, to the end %.2f / %.2f\n",
+      epi_part[0], last_part[0], epi_part[1], last_part[1], epi_part[2], last_part[2], epi_part[3],
+      last_part[3]);
   std::printf("TIMELINE SM busy us by SM-id group of 16:");
   for (int g = 0; g < 1024; g += 16) {
     double sum = 0;
