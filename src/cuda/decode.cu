@@ -497,10 +497,9 @@ __device__ __forceinline__ void stash_key_major_o(float* Ow,
 // columns [d, d + 4), and its lse (column 0 only).
 template <typename T>
 __device__ __forceinline__ void write_out_row(const DecodeParams& p, int64_t b, int64_t hk, int R,
-                                              int d, float4 acc, float lse) {
-  const int group = int(p.heads_q) / int(p.heads_kv), S_q = int(p.seqlen_q);
-  const int64_t h = hk * group + R / S_q;
-  const int t = R % S_q;
+                                              int d, float4 acc, float lse, int group, int S_q) {
+  const int64_t h = hk * group + (S_q == 1 ? R : R / S_q);
+  const int t = S_q == 1 ? 0 : R % S_q;
   store4(static_cast<T*>(p.o) + offset(p.o_strides, b, h, t) + d, acc);
   if (p.lse != nullptr && d == 0) p.lse[(b * p.heads_q + h) * S_q + t] = lse;
 }
@@ -606,25 +605,45 @@ constexpr int kMergeBatch = 8;
 // l[w * kWarpRows] and columns [d, d + 4) of O at o[w * kWarpRows * kOStride] (m in log2
 // units, O unnormalised). Returns their merged, normalised O and sets lse (natural log); an
 // empty row gives O = 0, lse = -inf.
-template <int kWarpRows, int kOStride>
+template <int kWarpRows, int kOStride, int kMaxWarps>
 __device__ __forceinline__ float4 merge_warp_rows(const float* m, const float* l, const float* o,
                                                   int n_warps, float& lse) {
+  // One thread's serial chain at the end of the CTA, on the kernel's critical path: every load
+  // first (four warps at a time), then the hardware exp2, log2 and reciprocal (a loop over
+  // n_warps with libm's exp2f, logf and division took ~0.9 us with the output write; round
+  // 12). Slots past n_warps reload slot 0 and are skipped.
+  constexpr int kBatch = kMaxWarps < 4 ? kMaxWarps : 4;  // loads in flight (registers)
+  float m_w[kMaxWarps];
   float m_max = -INFINITY;
-  for (int w = 0; w < n_warps; ++w) m_max = fmaxf(m_max, m[w * kWarpRows]);
+#pragma unroll
+  for (int w = 0; w < kMaxWarps; ++w) {
+    m_w[w] = m[(w < n_warps ? w : 0) * kWarpRows];
+    if (w < n_warps) m_max = fmaxf(m_max, m_w[w]);
+  }
   float l_sum = 0.0f;
   float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  for (int w = 0; w < n_warps; ++w) {
-    const float m_w = m[w * kWarpRows];
-    const float sc = m_w == -INFINITY ? 0.0f : exp2f(m_w - m_max);
-    const float4 o_w = ld4(o + w * kWarpRows * kOStride);
-    l_sum += sc * l[w * kWarpRows];
-    acc.x += sc * o_w.x;
-    acc.y += sc * o_w.y;
-    acc.z += sc * o_w.z;
-    acc.w += sc * o_w.w;
+#pragma unroll
+  for (int w0 = 0; w0 < kMaxWarps; w0 += kBatch) {
+    float l_w[kBatch];
+    float4 o_w[kBatch];
+#pragma unroll
+    for (int k = 0; k < kBatch; ++k) {
+      const int w = w0 + k < n_warps ? w0 + k : 0;  // a slot of this row's warps
+      l_w[k] = l[w * kWarpRows];
+      o_w[k] = ld4(o + w * kWarpRows * kOStride);
+    }
+#pragma unroll
+    for (int k = 0; k < kBatch; ++k) {
+      const int w = w0 + k;
+      if (w >= n_warps || m_w[w] == -INFINITY) continue;  // no keys: O_w may be anything
+      const float sc = fast_exp2(m_w[w] - m_max);
+      l_sum = fmaf(sc, l_w[k], l_sum);
+      acc = make_float4(fmaf(sc, o_w[k].x, acc.x), fmaf(sc, o_w[k].y, acc.y),
+                        fmaf(sc, o_w[k].z, acc.z), fmaf(sc, o_w[k].w, acc.w));
+    }
   }
-  const float inv_l = l_sum > 0.0f ? 1.0f / l_sum : 0.0f;
-  lse = l_sum > 0.0f ? m_max * kLn2 + logf(l_sum) : -INFINITY;
+  const float inv_l = l_sum > 0.0f ? __fdividef(1.0f, l_sum) : 0.0f;
+  lse = l_sum > 0.0f ? (m_max + __log2f(l_sum)) * kLn2 : -INFINITY;
   return make_float4(acc.x * inv_l, acc.y * inv_l, acc.z * inv_l, acc.w * inv_l);
 }
 
@@ -979,14 +998,16 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
   const int64_t total_rows = p.batch * p.heads_q * S_q;
   // Final O row r, columns [d, d + 4), and its lse.
   auto write_out = [&](int r, int d, float4 acc, float lse) {
-    write_out_row<T>(p, b, hk, row_begin + r, d, acc, lse);
+    write_out_row<T>(p, b, hk, row_begin + r, d, acc, lse, group, S_q);
   };
   for (int i = tid; i < rows * vec4; i += Tr::kThreads) {
-    const int r = i / vec4, d = (i % vec4) * 4;
+    // (row, column) of this float4; a compile-time divisor where the head dim fills the bucket.
+    const int r = head_dim == kD ? i / (kD / 4) : i / vec4;
+    const int d = (head_dim == kD ? i % (kD / 4) : i % vec4) * 4;
     const int tile = r / Tr::kRowTile, lr = r % Tr::kRowTile;
     const int row0 = tile * warps_n * Tr::kRowTile + lr;  // the row in the tile's first warp
     float lse;
-    float4 acc = merge_warp_rows<Tr::kRowTile, Tr::kOStride>(
+    float4 acc = merge_warp_rows<Tr::kRowTile, Tr::kOStride, Tr::kWarps>(
         Ms + row0, Ls + row0, Os + row0 * Tr::kOStride + d, warps_n, lse);
     if (bad) {
       acc = make_float4(NAN, NAN, NAN, NAN);
@@ -1036,7 +1057,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
         if (row_bad) acc = make_float4(NAN, NAN, NAN, NAN);
         write_out(r, d, acc, row_bad ? NAN : st.lse());
       }
-      cluster_sync();  // the peers have finished reading this CTA's shared memory
+      cluster_sync_relaxed();  // the peers have finished reading this CTA's shared memory
     }
   }
 #if FM_DECODE_TIMELINE
@@ -1214,13 +1235,13 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, true, false, false, true>:
       float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
       float lse = -INFINITY;  // empty sequence: O = 0
       if (n_blocks > 0)
-        acc = merge_warp_rows<kRows, Tr::kOStride>(Ms + r, Ls + r, Os + r * Tr::kOStride + d,
-                                                   kWarps, lse);
+        acc = merge_warp_rows<kRows, Tr::kOStride, kWarps>(Ms + r, Ls + r,
+                                                           Os + r * Tr::kOStride + d, kWarps, lse);
       if (bad) {
         acc = make_float4(NAN, NAN, NAN, NAN);
         lse = NAN;
       }
-      write_out_row<T>(p, b, hk, r, d, acc, lse);
+      write_out_row<T>(p, b, hk, r, d, acc, lse, group, S_q);
     }
     // The scratch and m, l are read: release the last block's stage, after ordering this
     // thread's scratch accesses before the TMA's writes into it (another proxy).

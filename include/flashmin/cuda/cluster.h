@@ -44,6 +44,21 @@ __device__ __forceinline__ void cluster_sync() {
 #endif
 }
 
+// The same barrier without ordering memory, for "every CTA is done reading its peers' shared
+// memory" (each read's value was used before the arrive). The release form also orders the
+// CTA's outstanding global stores (a GPU-scope MEMBAR in SASS), which at the end of a kernel
+// waits for its output writes for nothing.
+__device__ __forceinline__ void cluster_sync_relaxed() {
+#if FM_HAS_TMA
+  asm volatile(
+      "barrier.cluster.arrive.relaxed.aligned;\n"
+      "barrier.cluster.wait.aligned;\n" ::
+          : "memory");
+#else
+  __syncthreads();
+#endif
+}
+
 // The shared::cluster address of `p` (a shared-memory pointer of this CTA) in CTA `rank`.
 __device__ __forceinline__ uint32_t peer_smem(const void* p, int rank) {
 #if FM_HAS_TMA
