@@ -1638,8 +1638,8 @@ int64_t decode_timeline(unsigned long long* out, int64_t max_ctas) {
 // shapes (H200, round 11). Sets *splits.
 bool one_wave_of_regular_ctas(const DecodeParams& p, bool hopper, int64_t ctas, int num_sms,
                               int64_t max_splits, int64_t* splits) {
-  if (!FM_DECODE_ONE_PER_SM || !use_bulk_copy(hopper) || !use_key_major(p) || ctas > num_sms)
-    return false;
+  if (!FM_DECODE_ONE_PER_SM || !use_bulk_copy(hopper) || ctas > num_sms) return false;
+  if (!use_key_major(p) && FM_DECODE_ONE_PER_SM < 2) return false;  // 2: row-major CTAs too
   if (g_copy_mode != DecodeCopyMode::kAuto && g_copy_mode != DecodeCopyMode::kBulk) return false;
   const int64_t s = std::min<int64_t>(num_sms / ctas, max_splits);
   if (ctas * s * 10 < int64_t(num_sms) * 9) return false;

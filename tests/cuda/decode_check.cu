@@ -963,8 +963,8 @@ int main(int argc, char** argv) {
       CK(cudaFree(g_flush));
       return g_failures == 0 ? 0 : 1;
     }
-    // Several shapes in one warm process, two rounds: "B:L:splits[:w|c],..." (splits 0 = the
-    // heuristic; w = the wide CTA, c = the cp.async path).
+    // Several shapes in one warm process, two rounds: "B:L:splits[:w|c|t[:S_q]],..." (splits 0
+    // = the heuristic; w = the wide CTA, c = the cp.async path, t = the TMA tiles' heuristic).
     if (argc > 3 && std::strcmp(argv[2], "--shapes") == 0) {
       const std::string list = argv[3];
       for (int rep = 0; rep < 2; ++rep) {
@@ -972,11 +972,11 @@ int main(int argc, char** argv) {
           const size_t end = std::min(list.find(',', at), list.size());
           const std::string item = list.substr(at, end - at);
           at = end + 1;
-          int B = 0, L = 0, splits = 0;
-          char path = 0;  // 'w' wide CTA, 'c' cp.async, else the regular TMA tile
-          if (std::sscanf(item.c_str(), "%d:%d:%d:%c", &B, &L, &splits, &path) < 3 || B < 1 ||
-              L < 1 || splits < 0) {
-            std::fprintf(stderr, "--shapes: bad item '%s' (expected B:L:splits[:w|c])\n",
+          int B = 0, L = 0, splits = 0, Sq = 1;
+          char path = 0;  // 'w' wide CTA, 'c' cp.async, else ('t') the TMA tiles
+          if (std::sscanf(item.c_str(), "%d:%d:%d:%c:%d", &B, &L, &splits, &path, &Sq) < 3 ||
+              B < 1 || L < 1 || splits < 0 || Sq < 1 || Sq > 16) {
+            std::fprintf(stderr, "--shapes: bad item '%s' (expected B:L:splits[:w|c|t[:S_q]])\n",
                          item.c_str());
             return 2;
           }
@@ -985,7 +985,7 @@ int main(int argc, char** argv) {
                                                           : DecodeCopyMode::kBulk,
                                             true);
           g_mode = path == 'w' ? "wide" : path == 'c' ? "cp.async" : "bulk";
-          bench(B, L, {splits}, 0);
+          bench(B, L, {splits}, 0, Sq);
         }
       }
       CK(cudaFree(g_flush));
