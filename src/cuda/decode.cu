@@ -1631,15 +1631,16 @@ int64_t decode_timeline(unsigned long long* out, int64_t max_ctas) {
 #endif
 }
 
-// One regular CTA per SM (sm_90 tensor copies, key-major rows): where one wave of them covers
-// the `ctas` columns (>= 90% of the SMs) with s = num_sms / ctas splits. Since the key-major
-// loop stopped serialising (round 10) its 4 compute warps keep up with an SM's share of the
-// bandwidth, and one CTA per SM beat the wide CTA and two regular CTAs per SM on the 268 MB
-// shapes (H200, round 11). Sets *splits.
+// One regular CTA per SM (sm_90 tensor copies, fp16 / bf16): where one wave of them covers the
+// `ctas` columns (>= 90% of the SMs) with s = num_sms / ctas splits. Since the loop stopped
+// serialising (round 10) its 4 compute warps keep up with an SM's share of the bandwidth: one
+// CTA per SM beat the wide CTA and two regular CTAs per SM for key-major rows on the 268 MB
+// shapes (H200, round 11), and two regular CTAs per SM for row-major rows (round 12; the
+// caller tries the wide CTA first for those). Sets *splits.
 bool one_wave_of_regular_ctas(const DecodeParams& p, bool hopper, int64_t ctas, int num_sms,
                               int64_t max_splits, int64_t* splits) {
   if (!FM_DECODE_ONE_PER_SM || !use_bulk_copy(hopper) || ctas > num_sms) return false;
-  if (!use_key_major(p) && FM_DECODE_ONE_PER_SM < 2) return false;  // 2: row-major CTAs too
+  if (p.dtype == DType::kFloat32) return false;  // measured for fp16 / bf16 only
   if (g_copy_mode != DecodeCopyMode::kAuto && g_copy_mode != DecodeCopyMode::kBulk) return false;
   const int64_t s = std::min<int64_t>(num_sms / ctas, max_splits);
   if (ctas * s * 10 < int64_t(num_sms) * 9) return false;
@@ -1724,11 +1725,20 @@ int64_t decode_plan(DecodeParams& p, int num_sms) {
     }
     p.wide_ctas = 0;
     int64_t wide_splits = 0, one_wave_splits = 0;
-    if (one_wave_of_regular_ctas(p, hopper, ctas, num_sms, max_splits, &one_wave_splits)) {
+    // Key-major CTAs: one regular CTA per SM first. Row-major CTAs (> 8 rows): the wide CTA
+    // where it fits (<= 8 splits in a cluster; 1.01x over one regular CTA per SM at B=8 L=8k and
+    // B=16 L=4k, S_q = 4), else one regular CTA per SM rather than two (B=1 L=64k S_q = 4:
+    // 1.023x, L=16k 1.04x; H200, round 12).
+    const bool key_major = use_key_major(p);
+    if (key_major &&
+        one_wave_of_regular_ctas(p, hopper, ctas, num_sms, max_splits, &one_wave_splits)) {
       splits = one_wave_splits;
     } else if (wide_ctas_fit(p, hopper, ctas, num_sms, max_splits, &wide_splits)) {
       splits = wide_splits;
       p.wide_ctas = 1;
+    } else if (!key_major &&
+               one_wave_of_regular_ctas(p, hopper, ctas, num_sms, max_splits, &one_wave_splits)) {
+      splits = one_wave_splits;
     }
     p.num_splits = splits;
   }
