@@ -1350,7 +1350,7 @@ bool g_full_row_boxes = FM_DECODE_FULL_ROW_BOXES;
 #define FM_DECODE_KEY_MAJOR 1
 #endif
 bool g_key_major = FM_DECODE_KEY_MAJOR;
-#ifndef FM_DECODE_ONE_PER_SM  // 0: the heuristic's pre-round-11 choice (the wide CTA), for A/B
+#ifndef FM_DECODE_ONE_PER_SM  // 0: the choices before rounds 11-12 (wide or two CTAs/SM), A/B
 #define FM_DECODE_ONE_PER_SM 1
 #endif
 #ifndef FM_DECODE_PERSISTENT  // default of decode_set_persistent (decode_traits.h)
