@@ -731,29 +731,6 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
   uint64_t* empty_bar = full_bar + kStages;
   float* Os = reinterpret_cast<float*>(KVs);  // epilogue: [warps][16][kOStride], reuses stages
 
-  // ---- One split of a contiguous cache: blocks 0 .. kStages-1 do not depend on the sequence
-  //      length, so the producer issues them before reading it (a global load; after an L2
-  //      flush a DRAM round trip before the first copy, 0.3-0.5 us; round 12) as if the whole
-  //      cache were valid. Keys past the length are masked as usual; blocks past it are waited
-  //      for at the end, never consumed.
-  int early_blocks = 0;
-  if constexpr (kBulk && Tr::kProducerWarp) {
-    if (num_splits == 1 && p.block_table == nullptr && FM_DECODE_EARLY_COPIES)
-      early_blocks = int(min(int64_t(kStages), (p.max_seqlen_k + kBc - 1) / kBc));
-    if (is_producer && lane == 0) {
-      for (int s = 0; s < kStages; ++s) {
-        mbar_init(&full_bar[s], 1);
-        mbar_init(&empty_bar[s], Tr::kWarps);
-      }
-      bool unused = false;  // a contiguous cache has no invalid pages
-      for (int s = 0; s < early_blocks; ++s) {
-        T* Ks = KVs + s * 2 * kBc * kD;
-        issue_kv_block<Tr>(p, &tm_k, &tm_v, full_row_boxes, b, hk, p.max_seqlen_k, s, 0, Ks,
-                           Ks + kBc * kD, &full_bar[s], unused, nullptr);
-      }
-    }
-  }
-
   // ---- This sequence's length and this split's key blocks [blk_begin, blk_end).
   const SeqLen seq = seq_len(p, b);
   const int64_t L = seq.L;
@@ -815,17 +792,15 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
   };
 
   // ---- Pipeline prologue. Tensor-copy path: the producer sets up the mbarriers (full: 1
-  //      arrival + bytes; empty: one arrival per consumer warp; with a producer warp, above)
-  //      and fills every stage the early copies did not before anyone waits.
+  //      arrival + bytes; empty: one arrival per consumer warp) and fills every stage before
+  //      anyone waits.
   if constexpr (kBulk) {
     if (Tr::kProducerWarp ? (is_producer && lane == 0) : tid == 0) {
-      if constexpr (!Tr::kProducerWarp) {
-        for (int s = 0; s < kStages; ++s) {
-          mbar_init(&full_bar[s], 1);
-          mbar_init(&empty_bar[s], Tr::kWarps);
-        }
+      for (int s = 0; s < kStages; ++s) {
+        mbar_init(&full_bar[s], 1);
+        mbar_init(&empty_bar[s], Tr::kWarps);
       }
-      for (int s = early_blocks; s < kStages; ++s) {
+      for (int s = 0; s < kStages; ++s) {
         if (blk_begin + s < blk_end) load_kv(blk_begin + s, s);
       }
     }
@@ -892,8 +867,6 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
           FM_TL_TIME(kTlWaitEmpty, mbar_wait(&empty_bar[stage], ((it / kStages) - 1) & 1));
         load_kv(blk, stage);
       }
-      // Early copies of blocks past the sequence: landed before the stages become scratch.
-      for (int s = int(blk_end - blk_begin); s < early_blocks; ++s) mbar_wait(&full_bar[s], 0);
       if constexpr (FM_DECODE_DIAG == 3) {  // nothing may be in flight when the CTA exits
         for (int64_t blk = max(blk_begin, blk_end - kStages); blk < blk_end; ++blk) {
           const int it = int(blk - blk_begin);

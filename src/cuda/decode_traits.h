@@ -56,12 +56,6 @@ constexpr int decode_head_dim_bucket(int64_t d) { return d <= 64 ? 64 : d <= 128
 // alone), 2 = the producer copies nothing (the math alone, on stale shared memory), 3 = the
 // producer refills a stage as soon as its last copy landed and nobody consumes (the copies
 // alone, no consumer round trip; split kernel only).
-// One-split CTAs of a contiguous cache issue their first kStages blocks before reading the
-// sequence length (0: after it, for A/B).
-#ifndef FM_DECODE_EARLY_COPIES
-#define FM_DECODE_EARLY_COPIES 1
-#endif
-
 #ifndef FM_DECODE_DIAG
 #define FM_DECODE_DIAG 0
 #endif
