@@ -1729,15 +1729,14 @@ int64_t decode_plan(DecodeParams& p, int num_sms) {
     // where it fits (<= 8 splits in a cluster; 1.01x over one regular CTA per SM at B=8 L=8k and
     // B=16 L=4k, S_q = 4), else one regular CTA per SM rather than two (B=1 L=64k S_q = 4:
     // 1.023x, L=16k 1.04x; H200, round 12).
-    const bool key_major = use_key_major(p);
-    if (key_major &&
-        one_wave_of_regular_ctas(p, hopper, ctas, num_sms, max_splits, &one_wave_splits)) {
+    const bool one_wave =
+        one_wave_of_regular_ctas(p, hopper, ctas, num_sms, max_splits, &one_wave_splits);
+    if (one_wave && use_key_major(p)) {
       splits = one_wave_splits;
     } else if (wide_ctas_fit(p, hopper, ctas, num_sms, max_splits, &wide_splits)) {
       splits = wide_splits;
       p.wide_ctas = 1;
-    } else if (!key_major &&
-               one_wave_of_regular_ctas(p, hopper, ctas, num_sms, max_splits, &one_wave_splits)) {
+    } else if (one_wave) {
       splits = one_wave_splits;
     }
     p.num_splits = splits;

@@ -32,6 +32,7 @@
 
 #include "cuda/cuda_api.h"
 #include "cuda/decode_traits.h"
+#include "event_timing.cuh"
 
 using flashmin::DecodeParams;
 using flashmin::DType;
@@ -418,82 +419,7 @@ __global__ void fill_random(__nv_bfloat16* x, int64_t n, uint32_t seed) {
   }
 }
 
-float median(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-void* g_flush = nullptr;  // 256 MB, memset before each queued rep
-const size_t kFlushBytes = size_t(256) << 20;
-
-// FM_FLUSH=read: flush L2 by reading the 256 MB buffer (clean lines) instead of the memset
-// (dirty lines, written back while the timed kernel runs, as under do_bench).
-__global__ void read_flush_kernel(const uint4* x, size_t n, uint4* sink) {
-  uint4 acc = make_uint4(0, 0, 0, 0);
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
-       i += size_t(gridDim.x) * blockDim.x) {
-    const uint4 v = x[i];
-    acc.x ^= v.x;
-    acc.y ^= v.y;
-    acc.z ^= v.z;
-    acc.w ^= v.w;
-  }
-  if (acc.x == 0x12345678u) *sink = acc;  // keeps the loads
-}
-
-void flush_l2(int i) {
-  static const bool read =
-      std::getenv("FM_FLUSH") && std::strcmp(std::getenv("FM_FLUSH"), "read") == 0;
-  if (read) {
-    read_flush_kernel<<<1024, 512>>>(static_cast<const uint4*>(g_flush), kFlushBytes / 16 - 1,
-                                     static_cast<uint4*>(g_flush) + kFlushBytes / 16 - 1);
-  } else {
-    CK(cudaMemsetAsync(g_flush, i & 0xff, kFlushBytes));
-  }
-}
-
-template <class F>
-float time_ms_queued(F&& f, int reps) {
-  cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
-  for (int i = 0; i < 3; ++i) f();
-  std::vector<float> ts;
-  for (int i = 0; i < reps; ++i) {
-    flush_l2(i);
-    CK(cudaEventRecord(a));
-    f();
-    CK(cudaEventRecord(b));
-    CK(cudaEventSynchronize(b));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, a, b));
-    ts.push_back(ms);
-  }
-  CK(cudaEventDestroy(a));
-  CK(cudaEventDestroy(b));
-  return median(ts);
-}
-
-template <class F>
-float time_ms(F&& f, int reps = 30) {
-  cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
-  for (int i = 0; i < 3; ++i) f();
-  std::vector<float> ts;
-  for (int i = 0; i < reps; ++i) {
-    CK(cudaEventRecord(a));
-    f();
-    CK(cudaEventRecord(b));
-    CK(cudaEventSynchronize(b));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, a, b));
-    ts.push_back(ms);
-  }
-  CK(cudaEventDestroy(a));
-  CK(cudaEventDestroy(b));
-  return median(ts);
-}
+void* g_flush = nullptr;  // harness::kFlushBytes, flushed before each queued rep
 
 double g_copy_gbs = 0;
 const char* g_mode = "";
@@ -502,8 +428,8 @@ void bench_copy() {
   const size_t bytes = size_t(4) << 30;
   DevBuf a(bytes), b(bytes);
   CK(cudaMemset(a.p, 1, bytes));
-  const float ms =
-      time_ms([&] { CK(cudaMemcpyAsync(b.p, a.p, bytes, cudaMemcpyDeviceToDevice)); }, 10);
+  const float ms = harness::median_event_ms(
+      [&] { CK(cudaMemcpyAsync(b.p, a.p, bytes, cudaMemcpyDeviceToDevice)); }, 10, [](int) {});
   g_copy_gbs = 2.0 * bytes / (ms * 1e-3) / 1e9;
   std::printf("BENCH copy 4 GiB D2D: %.3f ms -> %.1f GB/s (read + write)\n", ms, g_copy_gbs);
 }
@@ -516,7 +442,7 @@ void bench_copy() {
 template <class F>
 void report_timeline(F&& f) {
   using namespace flashmin::cuda;
-  flush_l2(0);
+  harness::flush_l2(g_flush, 0);
   f();
   CK(cudaDeviceSynchronize());
   std::vector<unsigned long long> t(kTimelineFields * (size_t(1) << 16));
@@ -544,24 +470,35 @@ void report_timeline(F&& f) {
     wait_empty += double(c[kTlWaitEmpty]);
     blocks += double(c[kTlBlocks]);
   }
+  // Percentile q of a sorted vector.
+  const auto at = [&](const std::vector<double>& v, double q) {
+    return v[size_t(q * double(n - 1))];
+  };
   std::vector<double> sorted = dur;
   std::sort(sorted.begin(), sorted.end());
   const double mean = std::accumulate(dur.begin(), dur.end(), 0.0) / double(n);
-  const auto pct = [&](double q) { return sorted[size_t(q * double(n - 1))]; };
   std::printf(
       "TIMELINE %lld CTAs: span %.1f us, CTA us min %.1f p10 %.1f p50 %.1f p90 %.1f max %.1f, "
       "tail %.1f us\n",
-      (long long)n, (t1 - t0) * 1e-3, sorted.front(), pct(0.1), pct(0.5), pct(0.9), sorted.back(),
-      (t1 - t0) * 1e-3 - mean);
+      (long long)n, (t1 - t0) * 1e-3, sorted.front(), at(sorted, 0.1), at(sorted, 0.5),
+      at(sorted, 0.9), sorted.back(), (t1 - t0) * 1e-3 - mean);
   const double per_blk = std::max(1.0, blocks);
   std::printf(
       "TIMELINE phases (mean per CTA, us): prologue %.2f loop %.2f epilogue %.2f; per key block "
       "(%.1f per CTA), cycles: warp 0 waits %.0f, math %.0f; producer waits %.0f\n",
       pro / n, loop / n, epi / n, blocks / n, wait_full / per_blk, math / per_blk,
       wait_empty / per_blk);
+  // The epilogue's steps of one CTA (thread 0), us: loop end -> first barrier -> stash +
+  // barrier -> merge and write -> end (the cluster merge, or nothing).
+  const auto epilogue_steps = [](const unsigned long long* c, double (&out)[4]) {
+    const double marks[5] = {double(c[kTlLoopEnd]), double(c[kTlEpiSync]), double(c[kTlEpiMerged]),
+                             double(c[kTlEpiWritten]), double(c[kTlEnd])};
+    for (int k = 0; k < 4; ++k) out[k] = (marks[k + 1] - marks[k]) * 1e-3;
+  };
   // The critical path: when (after the first CTA's start) the first blocks land, the loops end
   // and the CTAs end, and the phases of the CTA that ends last.
   std::vector<double> first(n), loop_end(n), end(n);
+  double epi_mean[4] = {0, 0, 0, 0}, epi_last[4];
   int64_t last = 0;
   for (int64_t i = 0; i < n; ++i) {
     const unsigned long long* c = &t[kTimelineFields * i];
@@ -569,13 +506,14 @@ void report_timeline(F&& f) {
     loop_end[i] = (double(c[kTlLoopEnd]) - double(t0)) * 1e-3;
     end[i] = (double(c[kTlEnd]) - double(t0)) * 1e-3;
     if (end[i] > end[last]) last = i;
+    double steps[4];
+    epilogue_steps(c, steps);
+    for (int k = 0; k < 4; ++k) epi_mean[k] += steps[k] / double(n);
   }
+  epilogue_steps(&t[kTimelineFields * last], epi_last);
   const double last_first = first[last], last_loop = loop_end[last], last_end = end[last];
   const double last_start = (double(t[kTimelineFields * last + kTlStart]) - double(t0)) * 1e-3;
   for (auto* v : {&first, &loop_end, &end}) std::sort(v->begin(), v->end());
-  const auto at = [&](const std::vector<double>& v, double q) {
-    return v[size_t(q * double(n - 1))];
-  };
   std::printf(
       "TIMELINE after the first start, us: first block lands min %.2f p50 %.2f max %.2f; loop "
       "ends p10 %.1f p50 %.1f max %.1f; CTA ends p50 %.1f max %.1f; last CTA: start %.2f, first "
@@ -583,23 +521,11 @@ void report_timeline(F&& f) {
       first.front(), at(first, 0.5), first.back(), at(loop_end, 0.1), at(loop_end, 0.5),
       loop_end.back(), at(end, 0.5), end.back(), last_start, last_first, last_loop, last_end,
       last_end - last_loop);
-  // The epilogue's steps (thread 0): loop end -> first barrier -> stash + barrier -> merge and
-  // write -> end (the cluster merge, or nothing).
-  double epi_part[4] = {0, 0, 0, 0}, last_part[4] = {0, 0, 0, 0};
-  for (int64_t i = 0; i < n; ++i) {
-    const unsigned long long* c = &t[kTimelineFields * i];
-    const double marks[5] = {double(c[kTlLoopEnd]), double(c[kTlEpiSync]), double(c[kTlEpiMerged]),
-                             double(c[kTlEpiWritten]), double(c[kTlEnd])};
-    for (int k = 0; k < 4; ++k) {
-      epi_part[k] += (marks[k + 1] - marks[k]) * 1e-3 / double(n);
-      if (i == last) last_part[k] = (marks[k + 1] - marks[k]) * 1e-3;
-    }
-  }
   std::printf(
       "TIMELINE epilogue steps, us (mean / last CTA): first barrier %.2f / %.2f, stash + barrier "
       "%.2f / %.2f, merge + write %.2f / %.2f, to the end %.2f / %.2f\n",
-      epi_part[0], last_part[0], epi_part[1], last_part[1], epi_part[2], last_part[2], epi_part[3],
-      last_part[3]);
+      epi_mean[0], epi_last[0], epi_mean[1], epi_last[1], epi_mean[2], epi_last[2], epi_mean[3],
+      epi_last[3]);
   std::printf("TIMELINE SM busy us by SM-id group of 16:");
   for (int g = 0; g < 1024; g += 16) {
     double sum = 0;
@@ -674,9 +600,11 @@ void bench(int B, int L, std::vector<int> split_list, int page_size, int Sq = 1)
     DevBuf dws{size_t(ws)};
     pp.workspace = dws.p;
     pp.workspace_bytes = ws;
-    const float ms_q = time_ms_queued([&] { flashmin::cuda::decode(pp, nullptr); }, 50);
-    if (std::getenv("FM_TIMELINE")) report_timeline([&] { flashmin::cuda::decode(pp, nullptr); });
-    const float ms_s = time_ms([&] { flashmin::cuda::decode(pp, nullptr); }, 50);
+    auto call = [&] { flashmin::cuda::decode(pp, nullptr); };
+    const float ms_q =
+        harness::median_event_ms(call, 50, [](int i) { harness::flush_l2(g_flush, i); });
+    if (std::getenv("FM_TIMELINE")) report_timeline(call);
+    const float ms_s = harness::median_event_ms(call, 50, [](int) {});
     CK(cudaDeviceSynchronize());
     const double bytes = 2.0 * kv_elems * 2;
     const double gbs = bytes / (ms_q * 1e-3) / 1e9;
@@ -953,7 +881,7 @@ int main(int argc, char** argv) {
   }
 
   if (do_bench) {
-    CK(cudaMalloc(&g_flush, kFlushBytes));
+    CK(cudaMalloc(&g_flush, harness::kFlushBytes));
     bench_copy();
     flashmin::cuda::decode_set_tuning(hopper ? DecodeCopyMode::kBulk : DecodeCopyMode::kCpAsync,
                                       true);

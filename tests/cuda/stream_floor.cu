@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "cuda/tensor_map.h"
+#include "event_timing.cuh"
 #include "flashmin/cuda/tma.h"
 
 #define CK(x)                                                                                \
@@ -132,53 +133,16 @@ __global__ void __launch_bounds__(32)
   keep(*reinterpret_cast<const uint32_t*>(stage), sink);
 }
 
-__global__ void read_flush_kernel(const uint4* x, size_t n, uint32_t* sink) {
-  uint32_t acc = 0;
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
-       i += size_t(gridDim.x) * blockDim.x)
-    acc ^= x[i].x ^ x[i].w;
-  keep(acc, sink);
-}
-
 __global__ void fill_kernel(uint4* x, size_t n) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
        i += size_t(gridDim.x) * blockDim.x)
     x[i] = make_uint4(uint32_t(i * 2654435761u), uint32_t(i), 7u, uint32_t(i >> 7));
 }
 
-const size_t kFlushBytes = size_t(256) << 20;
-
-float median_us(const std::vector<float>& ms) {
-  std::vector<float> v = ms;
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2] * 1e3f;
-}
-
-// Median of 50 calls, each after the flush, timed by events around the call alone.
+// Median of 50 calls, each after the flush, timed by events around the call alone (us).
 template <class F>
-float time_us(F&& f, void* flush, uint32_t* sink, bool read_flush) {
-  cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
-  for (int i = 0; i < 3; ++i) f();
-  std::vector<float> ts;
-  for (int i = 0; i < 50; ++i) {
-    if (read_flush)
-      read_flush_kernel<<<1024, 512>>>(static_cast<const uint4*>(flush), kFlushBytes / 16, sink);
-    else
-      CK(cudaMemsetAsync(flush, i & 0xff, kFlushBytes));
-    CK(cudaEventRecord(a));
-    f();
-    CK(cudaEventRecord(b));
-    CK(cudaEventSynchronize(b));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, a, b));
-    ts.push_back(ms);
-  }
-  CK(cudaGetLastError());
-  CK(cudaEventDestroy(a));
-  CK(cudaEventDestroy(b));
-  return median_us(ts);
+float time_us(F&& f, void* flush) {
+  return 1e3f * harness::median_event_ms(f, 50, [&](int i) { harness::flush_l2(flush, i); });
 }
 
 }  // namespace
@@ -203,8 +167,6 @@ int main(int argc, char** argv) {
   }
   // --sweep: also the bulk configurations that separate CTA count, alignment and two streams.
   const bool sweep = argc > 2 && std::strcmp(argv[2], "--sweep") == 0;
-  const bool read_flush =
-      std::getenv("FM_FLUSH") && std::strcmp(std::getenv("FM_FLUSH"), "read") == 0;
   int sms;
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   CK(cudaFuncSetAttribute(bulk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -215,7 +177,7 @@ int main(int argc, char** argv) {
   CK(cudaMalloc(&zeros_p, 1024));
   CK(cudaMemset(zeros_p, 0, 1024));
   const int* zeros = static_cast<const int*>(zeros_p);
-  CK(cudaMalloc(&flush, kFlushBytes));
+  CK(cudaMalloc(&flush, harness::kFlushBytes));
   CK(cudaMalloc(&sink_p, 64));
   auto* sink = static_cast<uint32_t*>(sink_p);
   for (int rep = 0; rep < 2; ++rep) {
@@ -237,7 +199,7 @@ int main(int argc, char** argv) {
               bulk_kernel<<<grid, 32, stages * kStageBytes>>>(x, region, per, streams, region,
                                                               stages, dep, alternate, sink);
             },
-            flush, sink, read_flush);
+            flush);
       };
       std::vector<std::pair<std::string, float>> runs;
       runs.emplace_back("ldg64k", time_us(
@@ -245,7 +207,7 @@ int main(int argc, char** argv) {
                                         ldg_chunks_kernel<<<int(bytes / kLdgChunk), kLdgThreads>>>(
                                             static_cast<const uint4*>(kv), bytes / 16, sink);
                                       },
-                                      flush, sink, read_flush));
+                                      flush));
       runs.emplace_back("bulk1m", bulk(1, 1 << 20));
       runs.emplace_back("bulkstat2", bulk(1, round_up(bytes / (2 * sms), 16)));
       runs.emplace_back("bulkstat1", bulk(1, round_up(bytes / sms, 16)));
@@ -278,7 +240,7 @@ int main(int argc, char** argv) {
             runs.emplace_back(
                 d ? "tma+dep" : "tma",
                 time_us([&] { tma_kernel<<<B * 8, 32, smem_tma>>>(tm[0], tm[1], L, 3, d, sink); },
-                        flush, sink, read_flush));
+                        flush));
           }
         }
         runs.emplace_back("kv1m-2st", bulk(2, 1 << 20, 2));
@@ -290,7 +252,7 @@ int main(int argc, char** argv) {
       }
       for (const auto& [name, us] : runs)
         std::printf("FLOOR %-9s B=%-3d L=%-6d %s flush %8.1f us %7.1f GB/s\n", name.c_str(), B, L,
-                    read_flush ? "read  " : "memset", us, bytes / (us * 1e-6) / 1e9);
+                    harness::read_flush() ? "read  " : "memset", us, bytes / (us * 1e-6) / 1e9);
       CK(cudaFree(kv));
     }
   }
