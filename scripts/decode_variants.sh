@@ -2,8 +2,8 @@
 # One device call: A/B timing of compile-time variants of the decode kernels (src/cuda/decode.cu)
 # in tests/cuda/decode_check.cu. Usage: scripts/decode_variants.sh "name=-DFLAG=1 ..." ...
 # (the first variant is the baseline; "name=@path/decode.cu -DFLAG" compiles another version of
-# the file). Env: CHECK="name ..." runs the correctness suite of those variants first; FLUSH=read adds a pass
-# with a read flush (clean L2); SDPA=1 times SDPA flash/cuDNN on the same shapes; NCU="name ..."
+# the file). Env: CHECK="name ..." runs the correctness suite of those variants first; FLUSH="read fill" adds
+# passes with a read flush (clean L2) / a fill kernel (as do_bench's zero_()); SDPA=1 times SDPA flash/cuDNN on the same shapes; NCU="name ..."
 # prints ncu's speed-of-light lines of those variants, TIMELINE="name ..." their per-CTA
 # timeline (both below); FLOOR=1 times read-only kernels over the same bytes. Output in $OUT.
 set -uo pipefail
@@ -44,7 +44,7 @@ done
 python3 - "$out" "${FLUSH:-}" "${names[@]}" <<'PY'
 import re, statistics, sys
 out, extra, names = sys.argv[1], sys.argv[2], sys.argv[3:]
-for flush in ["memset"] + ([extra] if extra else []):
+for flush in ["memset"] + extra.split():
     rows, copy = {}, None
     for n in names:
         for line in open(f"{out}/bench_{flush}_{n}.txt"):

@@ -540,7 +540,8 @@ void report_timeline(F&& f) {
   std::printf("\n");
 }
 
-void bench(int B, int L, std::vector<int> split_list, int page_size, int Sq = 1) {
+// S_new > 0: each call first appends S_new new keys and values at positions [L - S_new, L).
+void bench(int B, int L, std::vector<int> split_list, int page_size, int Sq = 1, int S_new = 0) {
   const int Hq = 32, Hk = 8, D = 128;
   const int64_t kv_elems = int64_t(B) * Hk * L * D;
   // K and V in one allocation, V starting FM_KV_GAP bytes after K ends (default 0: adjacent,
@@ -553,8 +554,11 @@ void bench(int B, int L, std::vector<int> split_list, int page_size, int Sq = 1)
   fill_random<<<1024, 256>>>(static_cast<__nv_bfloat16*>(q.p), int64_t(B) * Hq * Sq * D, 1);
   fill_random<<<4096, 256>>>(static_cast<__nv_bfloat16*>(k_p), kv_elems, 2);
   fill_random<<<4096, 256>>>(static_cast<__nv_bfloat16*>(v_p), kv_elems, 3);
-  std::vector<int32_t> hs(B, L);
+  std::vector<int32_t> hs(B, L - S_new);
   CK(cudaMemcpy(seq.p, hs.data(), B * 4, cudaMemcpyHostToDevice));
+  DevBuf kv_new(size_t(B) * Hk * std::max(S_new, 1) * D * 2 * 2);
+  fill_random<<<256, 256>>>(static_cast<__nv_bfloat16*>(kv_new.p),
+                            int64_t(B) * Hk * std::max(S_new, 1) * D * 2, 4);
   DecodeParams p;
   p.dtype = DType::kBFloat16;
   p.batch = B;
@@ -591,6 +595,12 @@ void bench(int B, int L, std::vector<int> split_list, int page_size, int Sq = 1)
     p.k_cache_strides = p.v_cache_strides = Strides{int64_t(Hk) * L * D, int64_t(L) * D, D};
   }
   p.max_seqlen_k = L;
+  if (S_new > 0) {
+    p.k_new = kv_new.p;
+    p.v_new = static_cast<__nv_bfloat16*>(kv_new.p) + int64_t(B) * Hk * S_new * D;
+    p.k_new_strides = p.v_new_strides = Strides{int64_t(Hk) * S_new * D, int64_t(S_new) * D, D};
+    p.seqlen_new = S_new;
+  }
   int sms;
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   for (int splits : split_list) {
@@ -611,7 +621,11 @@ void bench(int B, int L, std::vector<int> split_list, int page_size, int Sq = 1)
     std::printf(
         "BENCH %-8s B=%-3d L=%-6d Sq=%d %-10s splits=%-3lld%s queued=%7.1f us K+V %7.1f GB/s "
         "%5.1f%% of copy | serial=%7.1f us %7.1f GB/s\n",
-        g_mode, B, L, Sq, page_size ? ("paged" + std::to_string(page_size)).c_str() : "contiguous",
+        g_mode, B, L, Sq,
+        (page_size ? "paged" + std::to_string(page_size)
+         : S_new   ? "append" + std::to_string(S_new)
+                   : std::string("contiguous"))
+            .c_str(),
         (long long)pp.num_splits, splits == 0 ? "(h)" : "   ", ms_q * 1e3, gbs,
         100.0 * gbs / g_copy_gbs, ms_s * 1e3, bytes / (ms_s * 1e-3) / 1e9);
   }
@@ -891,8 +905,9 @@ int main(int argc, char** argv) {
       CK(cudaFree(g_flush));
       return g_failures == 0 ? 0 : 1;
     }
-    // Several shapes in one warm process, two rounds: "B:L:splits[:w|c|t[:S_q]],..." (splits 0
-    // = the heuristic; w = the wide CTA, c = the cp.async path, t = the TMA tiles' heuristic).
+    // Several shapes in one warm process, two rounds: "B:L:splits[:w|c|t[:S_q[:S_new]]],..."
+    // (splits 0 = the heuristic; w = the wide CTA, c = the cp.async path, t = the TMA tiles'
+    // heuristic; S_new > 0 appends that many keys first).
     if (argc > 3 && std::strcmp(argv[2], "--shapes") == 0) {
       const std::string list = argv[3];
       for (int rep = 0; rep < 2; ++rep) {
@@ -900,11 +915,13 @@ int main(int argc, char** argv) {
           const size_t end = std::min(list.find(',', at), list.size());
           const std::string item = list.substr(at, end - at);
           at = end + 1;
-          int B = 0, L = 0, splits = 0, Sq = 1;
+          int B = 0, L = 0, splits = 0, Sq = 1, S_new = 0;
           char path = 0;  // 'w' wide CTA, 'c' cp.async, else ('t') the TMA tiles
-          if (std::sscanf(item.c_str(), "%d:%d:%d:%c:%d", &B, &L, &splits, &path, &Sq) < 3 ||
-              B < 1 || L < 1 || splits < 0 || Sq < 1 || Sq > 16) {
-            std::fprintf(stderr, "--shapes: bad item '%s' (expected B:L:splits[:w|c|t[:S_q]])\n",
+          if (std::sscanf(item.c_str(), "%d:%d:%d:%c:%d:%d", &B, &L, &splits, &path, &Sq, &S_new) <
+                  3 ||
+              B < 1 || L < 1 || splits < 0 || Sq < 1 || Sq > 16 || S_new < 0 || S_new > L) {
+            std::fprintf(stderr,
+                         "--shapes: bad item '%s' (expected B:L:splits[:w|c|t[:S_q[:S_new]]])\n",
                          item.c_str());
             return 2;
           }
@@ -913,7 +930,7 @@ int main(int argc, char** argv) {
                                                           : DecodeCopyMode::kBulk,
                                             true);
           g_mode = path == 'w' ? "wide" : path == 'c' ? "cp.async" : "bulk";
-          bench(B, L, {splits}, 0, Sq);
+          bench(B, L, {splits}, 0, Sq, S_new);
         }
       }
       CK(cudaFree(g_flush));

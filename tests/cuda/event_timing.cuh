@@ -22,12 +22,26 @@ inline void check(cudaError_t e, const char* what) {
 
 constexpr size_t kFlushBytes = size_t(256) << 20;
 
-// FM_FLUSH=read: flush L2 by reading the buffer (clean lines); otherwise a memset (dirty lines,
-// written back while the timed kernel runs, as under triton.testing.do_bench's zero_()).
+// FM_FLUSH=read: flush L2 by reading the buffer (clean lines); FM_FLUSH=fill: by a kernel that
+// writes it (dirty lines, and a kernel right before the timed one, as triton.testing.do_bench's
+// zero_() is); otherwise a memset (dirty lines, written back while the timed kernel runs).
+inline bool flush_mode_is(const char* mode) {
+  const char* env = std::getenv("FM_FLUSH");
+  return env != nullptr && std::strcmp(env, mode) == 0;
+}
 inline bool read_flush() {
-  static const bool read =
-      std::getenv("FM_FLUSH") && std::strcmp(std::getenv("FM_FLUSH"), "read") == 0;
+  static const bool read = flush_mode_is("read");
   return read;
+}
+inline bool fill_flush() {
+  static const bool fill = flush_mode_is("fill");
+  return fill;
+}
+
+__global__ void fill_flush_kernel(uint4* x, size_t n, unsigned value) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x)
+    x[i] = make_uint4(value, value, value, value);
 }
 
 __global__ void read_flush_kernel(const uint4* x, size_t n, uint4* sink) {
@@ -47,7 +61,10 @@ __global__ void read_flush_kernel(const uint4* x, size_t n, uint4* sink) {
 // varies the memset's byte.
 inline void flush_l2(void* buf, int i) {
   constexpr size_t n = kFlushBytes / 16 - 1;
-  if (read_flush()) {
+  if (fill_flush()) {
+    fill_flush_kernel<<<1056, 512>>>(static_cast<uint4*>(buf), n, unsigned(i) * 0x01010101u);
+    check(cudaGetLastError(), "fill_flush_kernel");
+  } else if (read_flush()) {
     read_flush_kernel<<<1024, 512>>>(static_cast<const uint4*>(buf), n,
                                      static_cast<uint4*>(buf) + n);
     check(cudaGetLastError(), "read_flush_kernel");
