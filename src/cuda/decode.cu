@@ -1,9 +1,10 @@
 // Flash-Decoding: split-KV attention over a (contiguous or paged) KV cache, then a combine.
 //
 // Decoding is memory-bound: each query row (S_q <= 16 per sequence) is tiny next to the cache,
-// so the work is spread over the KEYS. Three kernels run on the stream, in order:
-//   1. decode_append_kernel  (only with k_new/v_new) writes the new keys into the cache at
-//      [seqlens[b], seqlens[b] + S_new), so the attention kernel below sees them.
+// so the work is spread over the KEYS. Two kernels run on the stream, in order:
+//   1. (only with k_new/v_new) the attention kernels below first write the new keys into the
+//      cache at [seqlens[b], seqlens[b] + S_new): each CTA the keys of its own range (fused
+//      append), before its copies read them.
 //   2. decode_split_kernel   one CTA per (batch b, KV head h_k, <= 64 query rows, split s).
 //      Its query rows are ALL (query head of the group, query position) pairs that read h_k
 //      (GQA packing): K_j, V_j are read from global memory once per group. Split s covers a
@@ -568,7 +569,8 @@ __device__ __forceinline__ void issue_kv_block(const DecodeParams& p, const CUte
 }
 
 // ---------------------------------------------------------------------------------------------
-// 1. Append k_new / v_new into the cache (one thread per 16-byte vector).
+// 1. Append k_new / v_new into the cache (one thread per 16-byte vector): a kernel of its own
+//    before the row-major and cp.async split kernels; fused into the key-major TMA kernels (below).
 // ---------------------------------------------------------------------------------------------
 template <typename T>
 __global__ void __launch_bounds__(256) decode_append_kernel(const DecodeParams p) {
@@ -593,6 +595,78 @@ __global__ void __launch_bounds__(256) decode_append_kernel(const DecodeParams p
     reinterpret_cast<uint4*>(k_dst)[v] = reinterpret_cast<const uint4*>(k_src)[v];
     reinterpret_cast<uint4*>(v_dst)[v] = reinterpret_cast<const uint4*>(v_src)[v];
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1b. Fused append (key-major TMA split kernels and the persistent kernel, decode's usual path,
+//    for a few new keys): the producer warp of a CTA writes the new keys and values that fall in
+//    its own key range [key_lo, key_hi) into the cache before any of its copies reads them. Every
+//    new key lies in exactly one split of each (b, h_k, row chunk); CTAs of other row chunks write
+//    the same bytes (same values). A separate append kernel costs 3.8 us per call at 268 MB (2.6
+//    us with PDL; H200, round 13). Each lane loads all its 16-byte pieces before storing any (one
+//    memory round trip: a load-store chain per piece cost ~6 us for 16 keys while the streams
+//    run), so the fusion is limited to kAppendPieces pieces per lane; more new keys go through the
+//    append kernel. Not fused into the row-major and cp.async kernels: there the extra prologue
+//    code made ptxas spill 20-230 bytes in the loop.
+// ---------------------------------------------------------------------------------------------
+constexpr int kAppendPieces = 4;  // 16-byte pieces of K (and of V) per producer lane
+
+// The split kernels that can append themselves.
+template <class Tr>
+constexpr bool kFusedAppend = Tr::kBulk && Tr::kKeyMajor && Tr::kProducerWarp;
+
+// Whether the new keys of one (b, h_k) fit one round of the producer warp (host and device).
+__host__ __device__ inline bool append_fits_warp(const DecodeParams& p, int elem_bytes) {
+  return p.seqlen_new * (p.head_dim * elem_bytes / 16) <= 32 * kAppendPieces;
+}
+
+// Whether a CTA covering key blocks [blk_begin, blk_end) of a valid sequence has new keys to
+// append itself (CTA-uniform).
+template <typename T>
+__device__ __forceinline__ bool has_new_keys(const DecodeParams& p, const SeqLen& seq,
+                                             int64_t blk_begin, int64_t blk_end, int bc) {
+  return p.k_new != nullptr && p.seqlen_new > 0 && append_fits_warp(p, sizeof(T)) && seq.valid &&
+         blk_begin < blk_end && blk_end * bc > seq.L - p.seqlen_new;
+}
+
+// The new keys in [key_lo, key_hi) of (b, hk), by the 32 lanes of a warp; then a proxy fence, so
+// that TMA reads issued after the warp's next barrier see them. A valid length only (seq_len); a
+// key whose page index is invalid is skipped (its load marks the sequence bad).
+template <typename T>
+__device__ __forceinline__ void append_new_keys(const DecodeParams& p, int64_t b, int64_t hk,
+                                                int64_t L, int64_t key_lo, int64_t key_hi,
+                                                int log2_page, int lane) {
+  constexpr int kVec = 16 / int(sizeof(T));
+  const int vecs = int(p.head_dim) / kVec;
+  const int64_t cached = L - p.seqlen_new;  // the first new key
+  const int64_t first = max(cached, key_lo), last = min(L, key_hi);
+  const int count = first < last ? int(last - first) * vecs : 0;  // <= 32 * kAppendPieces
+  uint4 k_val[kAppendPieces], v_val[kAppendPieces];
+  T* k_dst[kAppendPieces];
+  T* v_dst[kAppendPieces];
+#pragma unroll
+  for (int j = 0; j < kAppendPieces; ++j) {  // every load first
+    const int i = lane + 32 * j;
+    k_dst[j] = v_dst[j] = nullptr;
+    if (i >= count) continue;
+    const int64_t key = first + i / vecs;
+    const int v = i % vecs;
+    int64_t slot, pos;
+    if (!locate_key(p, b, key, log2_page, &slot, &pos)) continue;
+    k_val[j] = reinterpret_cast<const uint4*>(static_cast<const T*>(p.k_new) +
+                                              offset(p.k_new_strides, b, hk, key - cached))[v];
+    v_val[j] = reinterpret_cast<const uint4*>(static_cast<const T*>(p.v_new) +
+                                              offset(p.v_new_strides, b, hk, key - cached))[v];
+    k_dst[j] = static_cast<T*>(p.k_cache) + offset(p.k_cache_strides, slot, hk, pos) + v * kVec;
+    v_dst[j] = static_cast<T*>(p.v_cache) + offset(p.v_cache_strides, slot, hk, pos) + v * kVec;
+  }
+#pragma unroll
+  for (int j = 0; j < kAppendPieces; ++j) {
+    if (k_dst[j] == nullptr) continue;
+    *reinterpret_cast<uint4*>(k_dst[j]) = k_val[j];
+    *reinterpret_cast<uint4*>(v_dst[j]) = v_val[j];
+  }
+  fence_proxy_async_global();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -799,6 +873,14 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
   // ---- Pipeline prologue. Tensor-copy path: the producer sets up the mbarriers (full: 1
   //      arrival + bytes; empty: one arrival per consumer warp) and fills every stage before
   //      anyone waits.
+  if constexpr (kFusedAppend<Tr>) {
+    // Fused append by the producer warp; its global writes come before the TMA reads them (async
+    // proxy): a proxy fence by each writer, then a barrier with the issuing lane.
+    if (is_producer && has_new_keys<T>(p, seq, blk_begin, blk_end, kBc)) {
+      append_new_keys<T>(p, b, hk, L, blk_begin * kBc, blk_end * kBc, log2_page, lane);
+      __syncwarp();
+    }
+  }
   if constexpr (kBulk) {
     if (Tr::kProducerWarp ? (is_producer && lane == 0) : tid == 0) {
       for (int s = 0; s < kStages; ++s) {
@@ -1156,16 +1238,22 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, true, false, false, true>:
 
   if (warp == kWarps) {
     // Producer: the key blocks of all this CTA's units in order; block number g (over the units)
-    // goes to stage g % kStages once every compute warp has released block g - kStages.
-    if (lane == 0) {
-      const int log2_page = p.block_table ? __ffsll(p.page_size) - 1 : 0;
-      int g = 0;
-      bool bad = false;  // per block: bad_flags
-      for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
-        const int64_t b = int(u) / heads_kv, hk = int(u) % heads_kv;
-        const int64_t L = seq_len(p, b).L;
-        for (int64_t blk = 0; blk * kBc < L; ++blk, ++g) {
-          const int stage = g % kStages;
+    // goes to stage g % kStages once every compute warp has released block g - kStages. The
+    // warp's lanes append a unit's new keys (fused append) before lane 0 issues its copies.
+    const int log2_page = p.block_table ? __ffsll(p.page_size) - 1 : 0;
+    int g = 0;
+    bool bad = false;  // per block: bad_flags
+    for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
+      const int64_t b = int(u) / heads_kv, hk = int(u) % heads_kv;
+      const SeqLen seq = seq_len(p, b);
+      const int64_t L = seq.L, n_blocks = (L + kBc - 1) / kBc;
+      if (has_new_keys<T>(p, seq, 0, n_blocks, kBc)) {
+        append_new_keys<T>(p, b, hk, L, 0, L, log2_page, lane);
+        __syncwarp();
+      }
+      for (int64_t blk = 0; blk < n_blocks; ++blk, ++g) {
+        const int stage = g % kStages;
+        if (lane == 0) {
           if (g >= kStages) mbar_wait(&empty_bar[stage], ((g / kStages) - 1) & 1);
           issue_kv_block<Tr>(p, &tm_k, &tm_v, full_row_boxes, b, hk, L, blk, log2_page,
                              stage_k(stage), stage_k(stage) + kBc * kD, &full_bar[stage], bad,
@@ -1779,14 +1867,6 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
     using Tr = typename decltype(cfg)::Traits;
     const Layout l = layout<Tr>(p);
 
-    // 1. Append first: the attention kernel on the same stream sees the new keys.
-    if (p.k_new != nullptr && p.seqlen_new > 0) {
-      const int64_t total = p.batch * p.heads_kv * p.seqlen_new * (p.head_dim / (16 / sizeof(T)));
-      const int blocks = int(std::min<int64_t>(ceil_div(total, 256), 65536));
-      decode_append_kernel<T><<<blocks, 256, 0, stream>>>(p);
-      FM_CUDA_CHECK(cudaGetLastError());
-    }
-
     // 2. Split-KV attention. The TMA kernel needs tensor maps of both caches; a layout they
     //    cannot describe falls back to the cp.async kernel.
     //    A few splits (<= kDecodeMaxClusterSplits, tensor-copy path) run as one thread-block
@@ -1830,6 +1910,16 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
             make_cache_map<T>(&tm_k, p.k_cache, p.k_cache_strides, p, box_rows, full_rows) &&
             make_cache_map<T>(&tm_v, p.v_cache, p.v_cache_strides, p, box_rows, full_rows);
     }
+
+    // Append first (the attention kernel on the same stream sees the new keys), unless the
+    // kernel that runs appends itself (fused).
+    auto append_first = [&](bool fused) {
+      if (p.k_new == nullptr || p.seqlen_new == 0 || fused) return;
+      const int64_t total = p.batch * p.heads_kv * p.seqlen_new * (p.head_dim / (16 / sizeof(T)));
+      const int blocks = int(std::min<int64_t>(ceil_div(total, 256), 65536));
+      decode_append_kernel<T><<<blocks, 256, 0, stream>>>(p);
+      FM_CUDA_CHECK(cudaGetLastError());
+    };
     if constexpr (Tr::kBulk && Tr::kKeyMajor && !Tr::kWide) {
       // More (b, h_k) units than resident CTA slots, one split, key-major rows: the
       // persistent kernel, one CTA per slot (decode_set_persistent: > 0 forces it, with at most
@@ -1843,6 +1933,7 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
             int64_t(sm_count(current_device())) * blocks_per_sm(kernel, Tr::kThreads, smem);
         if (slots > 0 && units <= INT_MAX && (g_persistent > 0 || units > slots)) {
           const int64_t ctas = std::min(units, g_persistent > 0 ? int64_t(g_persistent) : slots);
+          append_first(append_fits_warp(p, sizeof(T)));
           cudaLaunchConfig_t cfg = {};
           cfg.gridDim = dim3(unsigned(ctas));
           cfg.blockDim = dim3(Tr::kThreads);
@@ -1858,6 +1949,9 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
         }
       }
     }
+    append_first(
+        tma && kFusedAppend<DecodeTraits<T, Tr::kHeadDim, true, false, Tr::kWide, Tr::kKeyMajor>> &&
+        append_fits_warp(p, sizeof(T)));
     if (tma) {
       launch(Config<T, Tr::kHeadDim, true, false, Tr::kWide, Tr::kKeyMajor>{}, tm_k, tm_v,
              full_rows);

@@ -714,6 +714,28 @@ void correctness_suite() {
                  (paged ? " paged32" : " contiguous");
         run_case(c);
       }
+  // 5b. The append fused into the key-major TMA kernels (G * S_q <= 8 rows): new keys that cross
+  //     a block, a page and a split boundary; up to 8 keys (D 128, 16-bit) fit one round of the
+  //     producer warp, 9 go through the append kernel.
+  for (DType dt : all)
+    for (bool paged : {false, true})
+      for (int S_new : {3, 8, 9}) {
+        Case c;
+        c.dt = dt;
+        c.B = 3;
+        c.Hq = 8;
+        c.Hk = 2;
+        c.Sq = 2;
+        c.S_new = S_new;
+        c.S_max = 512;
+        c.seqlens = {0, 60, 300};
+        c.paged = paged;
+        c.page_size = 16;
+        c.splits = {1, 7, 0};
+        c.name = std::string("fused append S_new=") + std::to_string(S_new) +
+                 (paged ? " paged16" : " contiguous");
+        run_case(c);
+      }
   // 6. Strided layouts (B, S, H, D) for q/o and the cache; lse not requested.
   for (bool paged : {false, true}) {
     Case c;

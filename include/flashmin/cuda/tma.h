@@ -17,6 +17,14 @@
 
 namespace flashmin::cuda {
 
+// Order this thread's generic-proxy global writes (st.global) before later async-proxy reads of
+// the same bytes (a TMA load issued after a barrier, by this or another thread).
+__device__ __forceinline__ void fence_proxy_async_global() {
+#if FM_HAS_TMA
+  asm volatile("fence.proxy.async.global;\n" ::: "memory");
+#endif
+}
+
 // Order this thread's generic-proxy shared-memory accesses (st.shared, ld.shared, cp.async)
 // before later async-proxy ones (wgmma reads, TMA writes into the same bytes).
 __device__ __forceinline__ void fence_proxy_async() {
