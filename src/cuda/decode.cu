@@ -1238,8 +1238,10 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, true, false, false, true>:
 
   if (warp == kWarps) {
     // Producer: the key blocks of all this CTA's units in order; block number g (over the units)
-    // goes to stage g % kStages once every compute warp has released block g - kStages. The
-    // warp's lanes append a unit's new keys (fused append) before lane 0 issues its copies.
+    // goes to stage g % kStages once every compute warp has released block g - kStages. Lane 0
+    // issues; with a fused append the other lanes stay to write a unit's new keys with it first.
+    const bool appending = p.k_new != nullptr && p.seqlen_new > 0 && append_fits_warp(p, sizeof(T));
+    if (lane != 0 && !appending) return;
     const int log2_page = p.block_table ? __ffsll(p.page_size) - 1 : 0;
     int g = 0;
     bool bad = false;  // per block: bad_flags
@@ -1247,18 +1249,17 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, true, false, false, true>:
       const int64_t b = int(u) / heads_kv, hk = int(u) % heads_kv;
       const SeqLen seq = seq_len(p, b);
       const int64_t L = seq.L, n_blocks = (L + kBc - 1) / kBc;
-      if (has_new_keys<T>(p, seq, 0, n_blocks, kBc)) {
+      if (appending && has_new_keys<T>(p, seq, 0, n_blocks, kBc)) {
         append_new_keys<T>(p, b, hk, L, 0, L, log2_page, lane);
         __syncwarp();
       }
+      if (lane != 0) continue;
       for (int64_t blk = 0; blk < n_blocks; ++blk, ++g) {
         const int stage = g % kStages;
-        if (lane == 0) {
-          if (g >= kStages) mbar_wait(&empty_bar[stage], ((g / kStages) - 1) & 1);
-          issue_kv_block<Tr>(p, &tm_k, &tm_v, full_row_boxes, b, hk, L, blk, log2_page,
-                             stage_k(stage), stage_k(stage) + kBc * kD, &full_bar[stage], bad,
-                             &bad_flags[stage]);
-        }
+        if (g >= kStages) mbar_wait(&empty_bar[stage], ((g / kStages) - 1) & 1);
+        issue_kv_block<Tr>(p, &tm_k, &tm_v, full_row_boxes, b, hk, L, blk, log2_page,
+                           stage_k(stage), stage_k(stage) + kBc * kD, &full_bar[stage], bad,
+                           &bad_flags[stage]);
       }
     }
     return;  // the compute warps synchronise among themselves only from here on
