@@ -57,8 +57,10 @@ def main(argv=None) -> int:
         rows, copy_gbs = decode_suite.run(device, args.quick)
         lines = decode_suite.table(rows, copy_gbs)
         sections["Flash-Decoding: K/V bandwidth"] = lines
+        append_lines = decode_suite.append_table(rows)
+        sections["Flash-Decoding: a decode step with the cache append"] = append_lines
         raw["decode"] = {"copy_gbs": copy_gbs, "rows": rows}
-        print("\n".join(lines))
+        print("\n".join(lines + [""] + append_lines))
     if "fa1" in suites:
         rows = fa1_suite.run(device, args.quick)
         lines = report.generic_table(rows, fa1_suite.COLUMNS)
