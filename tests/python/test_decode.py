@@ -121,6 +121,43 @@ def test_append_then_attend(device, paged):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("paged", [False, True])
+@pytest.mark.parametrize("s_new", [1, 5, 9])
+@pytest.mark.parametrize("batch,num_splits", [(3, None), (3, 7), (140, None)])
+def test_append_one_query(device, dtype, paged, s_new, batch, num_splits):
+    """Decode's usual call: one query per sequence (4 rows per KV head), a few new keys. On sm_90
+    the attention kernel writes them itself (up to 8 for D 128, 16-bit; 9 take the append
+    kernel): across block, page and split boundaries, and in the persistent kernel (batch 140:
+    more (b, h_k) units than CTA slots)."""
+    hk, s_max, d = 2, 256, 128
+    q = randn(batch, 4 * hk, 1, d, dtype=dtype, device=device)
+    kc = randn(batch, hk, s_max, d, dtype=dtype, device=device)
+    vc = randn(batch, hk, s_max, d, dtype=dtype, device=device)
+    kn = randn(batch, hk, s_new, d, dtype=dtype, device=device)
+    vn = randn(batch, hk, s_new, d, dtype=dtype, device=device)
+    base = [0, 60, s_max - s_new]
+    lens = torch.tensor([base[i % 3] for i in range(batch)], dtype=torch.int32, device=device)
+    k_expect, v_expect = kc.clone(), vc.clone()
+    for i, n in enumerate(lens.tolist()):
+        k_expect[i, :, n : n + s_new], v_expect[i, :, n : n + s_new] = kn[i], vn[i]
+    ref, _ = decode_ref(q, k_expect, v_expect, lens + s_new)
+    if paged:
+        kp, table = to_paged(kc, 16)
+        vp, _ = to_paged(vc, 16)
+        out = flashmin.flash_decode(
+            q, kp, vp, lens, block_table=table, k_new=kn, v_new=vn, num_splits=num_splits
+        )
+        assert torch.equal(kp, to_paged(k_expect, 16)[0])
+        assert torch.equal(vp, to_paged(v_expect, 16)[0])
+    else:
+        out = flashmin.flash_decode(q, kc, vc, lens, k_new=kn, v_new=vn, num_splits=num_splits)
+        assert torch.equal(kc, k_expect)
+        assert torch.equal(vc, v_expect)
+    torch.testing.assert_close(out.double(), ref, atol=tol(dtype), rtol=tol(dtype))
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_empty_and_invalid_lengths(device):
     q = randn(3, 4, 1, 32, device=device)
     kc, vc = randn(3, 4, 64, 32, device=device), randn(3, 4, 64, 32, device=device)
