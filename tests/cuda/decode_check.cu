@@ -694,48 +694,36 @@ void correctness_suite() {
       const Result b = run_case(c);
       compare(("paged " + std::to_string(ps) + " == contiguous " + dname(dt)).c_str(), a, b, dt);
     }
-  // 5. Append path, contiguous and paged, every dtype.
-  for (DType dt : all)
-    for (bool paged : {false, true})
-      for (int S_new : {1, 5}) {
-        Case c;
-        c.dt = dt;
-        c.B = 3;
-        c.Hq = 16;
-        c.Hk = 2;
-        c.Sq = std::min(S_new, 4);
-        c.S_new = S_new;
-        c.S_max = 512;
-        c.seqlens = {0, 17, 300};
-        c.paged = paged;
-        c.page_size = 32;
-        c.splits = {1, 7, 0};
-        c.name = std::string("append S_new=") + std::to_string(S_new) +
-                 (paged ? " paged32" : " contiguous");
-        run_case(c);
-      }
-  // 5b. The append fused into the key-major TMA kernels (G * S_q <= 8 rows): new keys that cross
-  //     a block, a page and a split boundary; up to 8 keys (D 128, 16-bit) fit one round of the
-  //     producer warp, 9 go through the append kernel.
-  for (DType dt : all)
-    for (bool paged : {false, true})
-      for (int S_new : {3, 8, 9}) {
-        Case c;
-        c.dt = dt;
-        c.B = 3;
-        c.Hq = 8;
-        c.Hk = 2;
-        c.Sq = 2;
-        c.S_new = S_new;
-        c.S_max = 512;
-        c.seqlens = {0, 60, 300};
-        c.paged = paged;
-        c.page_size = 16;
-        c.splits = {1, 7, 0};
-        c.name = std::string("fused append S_new=") + std::to_string(S_new) +
-                 (paged ? " paged16" : " contiguous");
-        run_case(c);
-      }
+  // 5. Append path, contiguous and paged, every dtype. Row-major CTAs (G 8 x S_q up to 4) take
+  //    the append kernel. 5b: key-major CTAs (G 4 x S_q 2 <= 8 rows) on the TMA path write the
+  //    new keys themselves (fused append) across a block, a page and a split boundary; up to 8
+  //    keys (D 128, 16-bit) fit one round of the producer warp, 9 go through the append kernel.
+  struct AppendCases {
+    const char* name;
+    int Hq, max_sq, page_size;  // S_q = min(S_new, max_sq)
+    std::vector<int> seqlens, s_new;
+  };
+  for (const AppendCases& a : {AppendCases{"append", 16, 4, 32, {0, 17, 300}, {1, 5}},
+                               AppendCases{"fused append", 8, 2, 16, {0, 60, 300}, {3, 8, 9}}})
+    for (DType dt : all)
+      for (bool paged : {false, true})
+        for (int S_new : a.s_new) {
+          Case c;
+          c.dt = dt;
+          c.B = 3;
+          c.Hq = a.Hq;
+          c.Hk = 2;
+          c.Sq = std::min(S_new, a.max_sq);
+          c.S_new = S_new;
+          c.S_max = 512;
+          c.seqlens = a.seqlens;
+          c.paged = paged;
+          c.page_size = a.page_size;
+          c.splits = {1, 7, 0};
+          c.name = std::string(a.name) + " S_new=" + std::to_string(S_new) +
+                   (paged ? " paged" + std::to_string(a.page_size) : std::string(" contiguous"));
+          run_case(c);
+        }
   // 6. Strided layouts (B, S, H, D) for q/o and the cache; lse not requested.
   for (bool paged : {false, true}) {
     Case c;
