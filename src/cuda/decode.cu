@@ -615,18 +615,17 @@ constexpr int kAppendPieces = 4;  // 16-byte pieces of K (and of V) per producer
 template <class Tr>
 constexpr bool kFusedAppend = Tr::kBulk && Tr::kKeyMajor && Tr::kProducerWarp;
 
-// Whether the new keys of one (b, h_k) fit one round of the producer warp (host and device).
-__host__ __device__ inline bool append_fits_warp(const DecodeParams& p, int elem_bytes) {
-  return p.seqlen_new * (p.head_dim * elem_bytes / 16) <= 32 * kAppendPieces;
+// Whether the call appends and its new keys of one (b, h_k) fit one round of the producer warp,
+// so that a kernel with kFusedAppend writes them itself (the host and the kernels decide alike).
+__host__ __device__ inline bool append_in_kernel(const DecodeParams& p, int elem_bytes) {
+  return p.k_new != nullptr && p.seqlen_new > 0 &&
+         p.seqlen_new * (p.head_dim * elem_bytes / 16) <= 32 * kAppendPieces;
 }
 
-// Whether a CTA covering key blocks [blk_begin, blk_end) of a valid sequence has new keys to
-// append itself (CTA-uniform).
-template <typename T>
-__device__ __forceinline__ bool has_new_keys(const DecodeParams& p, const SeqLen& seq,
-                                             int64_t blk_begin, int64_t blk_end, int bc) {
-  return p.k_new != nullptr && p.seqlen_new > 0 && append_fits_warp(p, sizeof(T)) && seq.valid &&
-         blk_begin < blk_end && blk_end * bc > seq.L - p.seqlen_new;
+// Whether key blocks [blk_begin, blk_end) of a valid sequence hold new keys (CTA-uniform).
+__device__ __forceinline__ bool range_has_new_keys(const DecodeParams& p, const SeqLen& seq,
+                                                   int64_t blk_begin, int64_t blk_end, int bc) {
+  return seq.valid && blk_begin < blk_end && blk_end * bc > seq.L - p.seqlen_new;
 }
 
 // The new keys in [key_lo, key_hi) of (b, hk), by the 32 lanes of a warp; then a proxy fence, so
@@ -876,7 +875,8 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
   if constexpr (kFusedAppend<Tr>) {
     // Fused append by the producer warp; its global writes come before the TMA reads them (async
     // proxy): a proxy fence by each writer, then a barrier with the issuing lane.
-    if (is_producer && has_new_keys<T>(p, seq, blk_begin, blk_end, kBc)) {
+    if (is_producer && append_in_kernel(p, sizeof(T)) &&
+        range_has_new_keys(p, seq, blk_begin, blk_end, kBc)) {
       append_new_keys<T>(p, b, hk, L, blk_begin * kBc, blk_end * kBc, log2_page, lane);
       __syncwarp();
     }
@@ -1240,7 +1240,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, true, false, false, true>:
     // Producer: the key blocks of all this CTA's units in order; block number g (over the units)
     // goes to stage g % kStages once every compute warp has released block g - kStages. Lane 0
     // issues; with a fused append the other lanes stay to write a unit's new keys with it first.
-    const bool appending = p.k_new != nullptr && p.seqlen_new > 0 && append_fits_warp(p, sizeof(T));
+    const bool appending = append_in_kernel(p, sizeof(T));
     if (lane != 0 && !appending) return;
     const int log2_page = p.block_table ? __ffsll(p.page_size) - 1 : 0;
     int g = 0;
@@ -1249,7 +1249,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, true, false, false, true>:
       const int64_t b = int(u) / heads_kv, hk = int(u) % heads_kv;
       const SeqLen seq = seq_len(p, b);
       const int64_t L = seq.L, n_blocks = (L + kBc - 1) / kBc;
-      if (appending && has_new_keys<T>(p, seq, 0, n_blocks, kBc)) {
+      if (appending && range_has_new_keys(p, seq, 0, n_blocks, kBc)) {
         append_new_keys<T>(p, b, hk, L, 0, L, log2_page, lane);
         __syncwarp();
       }
@@ -1533,9 +1533,20 @@ cudaLaunchAttribute pdl_attribute() {
   return attr;
 }
 
-// The split and persistent kernels too: their launch then overlaps the append kernel's run
-// (S_new = 1: 1.2 us, 1.5% at 268 MB; H200, round 13).
-bool split_pdl(bool hopper) { return hopper && g_allow_pdl; }
+// The split, persistent and combine kernels use it on sm_90 (decode_set_tuning can turn it off):
+// the combine's launch overlaps the split kernel, the split kernels' launch the append kernel's
+// run or the caller's previous kernel (S_new = 1: 1.2 us, 1.5% at 268 MB; H200, round 13).
+bool use_pdl(bool hopper) { return hopper && g_allow_pdl; }
+
+// A launch of `grid` x `threads` with `smem` bytes of dynamic shared memory on `stream`.
+cudaLaunchConfig_t launch_config(dim3 grid, int threads, int64_t smem, cudaStream_t stream) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(unsigned(threads));
+  cfg.dynamicSmemBytes = size_t(smem);
+  cfg.stream = stream;
+  return cfg;
+}
 
 // Whether launching `ctas` CTAs of `kernel` as clusters of `cluster` CTAs keeps as many resident
 // as a plain launch would (min(ctas, SMs x blocks per SM)): clusters must fit inside one GPC,
@@ -1549,10 +1560,7 @@ bool clusters_keep_occupancy(Kernel* kernel, int threads, int64_t smem, int clus
   const int device = current_device();
   const auto key = std::make_tuple(device, reinterpret_cast<const void*>(kernel), smem, cluster);
   const auto [clusters, plain] = cached(g_active_clusters, key, [&] {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(1, unsigned(cluster));
-    cfg.blockDim = dim3(unsigned(threads));
-    cfg.dynamicSmemBytes = size_t(smem);
+    cudaLaunchConfig_t cfg = launch_config(dim3(1, unsigned(cluster)), threads, smem, nullptr);
     cudaLaunchAttribute attr = split_cluster_attribute(cluster);
     cfg.attrs = &attr;
     cfg.numAttrs = 1;
@@ -1890,14 +1898,10 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
       combine = splits > 1 && !cluster;
       float* o_part = combine ? static_cast<float*>(p.workspace) : nullptr;
       float* lse_part = combine ? o_part + splits * l.total_rows * p.head_dim : nullptr;
-      cudaLaunchConfig_t cfg = {};
-      cfg.gridDim = grid;
-      cfg.blockDim = dim3(TrS::kThreads);
-      cfg.dynamicSmemBytes = size_t(smem);
-      cfg.stream = stream;
+      cudaLaunchConfig_t cfg = launch_config(grid, TrS::kThreads, smem, stream);
       cudaLaunchAttribute attrs[2] = {split_cluster_attribute(int(splits)), pdl_attribute()};
       cfg.attrs = cluster ? attrs : attrs + 1;
-      cfg.numAttrs = (cluster ? 1 : 0) + (split_pdl(hopper) ? 1 : 0);
+      cfg.numAttrs = (cluster ? 1 : 0) + (use_pdl(hopper) ? 1 : 0);
       FM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<DecodeParams>(p),
                                        int(l.row_chunks), o_part, lse_part, tm_k, tm_v, full_rows));
       FM_CUDA_CHECK(cudaGetLastError());
@@ -1934,15 +1938,11 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
             int64_t(sm_count(current_device())) * blocks_per_sm(kernel, Tr::kThreads, smem);
         if (slots > 0 && units <= INT_MAX && (g_persistent > 0 || units > slots)) {
           const int64_t ctas = std::min(units, g_persistent > 0 ? int64_t(g_persistent) : slots);
-          append_first(append_fits_warp(p, sizeof(T)));
-          cudaLaunchConfig_t cfg = {};
-          cfg.gridDim = dim3(unsigned(ctas));
-          cfg.blockDim = dim3(Tr::kThreads);
-          cfg.dynamicSmemBytes = size_t(smem);
-          cfg.stream = stream;
+          append_first(append_in_kernel(p, sizeof(T)));
+          cudaLaunchConfig_t cfg = launch_config(dim3(unsigned(ctas)), Tr::kThreads, smem, stream);
           cudaLaunchAttribute attr = pdl_attribute();
           cfg.attrs = &attr;
-          cfg.numAttrs = split_pdl(hopper) ? 1 : 0;
+          cfg.numAttrs = use_pdl(hopper) ? 1 : 0;
           FM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<DecodeParams>(p), tm_k, tm_v,
                                            full_rows));
           FM_CUDA_CHECK(cudaGetLastError());
@@ -1952,7 +1952,7 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
     }
     append_first(
         tma && kFusedAppend<DecodeTraits<T, Tr::kHeadDim, true, false, Tr::kWide, Tr::kKeyMajor>> &&
-        append_fits_warp(p, sizeof(T)));
+        append_in_kernel(p, sizeof(T)));
     if (tma) {
       launch(Config<T, Tr::kHeadDim, true, false, Tr::kWide, Tr::kKeyMajor>{}, tm_k, tm_v,
              full_rows);
@@ -1967,14 +1967,11 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
       const float* lse_part = o_part + splits * l.total_rows * p.head_dim;
       // Programmatic dependent launch (sm_90+): the combine is launched while the split kernel's
       // last wave runs and waits on griddepcontrol.wait, hiding the launch gap.
-      cudaLaunchConfig_t cfg = {};
-      cfg.gridDim = dim3(unsigned(l.total_rows));
-      cfg.blockDim = dim3(kCombineThreads);
-      cfg.dynamicSmemBytes = 0;
-      cfg.stream = stream;
+      cudaLaunchConfig_t cfg =
+          launch_config(dim3(unsigned(l.total_rows)), kCombineThreads, 0, stream);
       cudaLaunchAttribute attr = pdl_attribute();
       cfg.attrs = &attr;
-      cfg.numAttrs = (hopper && g_allow_pdl) ? 1 : 0;
+      cfg.numAttrs = use_pdl(hopper) ? 1 : 0;
       FM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, decode_combine_kernel<T>, static_cast<DecodeParams>(p),
                                        o_part, lse_part, int(splits)));
       FM_CUDA_CHECK(cudaGetLastError());
