@@ -200,8 +200,9 @@ void decode_set_key_major(bool allow);
 void decode_set_cluster_merge(bool allow);
 // Tuning / test hook: the persistent split kernel (sm_90, key-major rows, one split).
 // 0 (default): where the (b, h_k) units outnumber the resident CTA slots, one CTA per slot;
-// n > 0: wherever it applies, with at most n CTAs; < 0: never.
-void decode_set_persistent(int max_ctas);
+// n > 0: wherever it applies, with at most n CTAs; < 0: never. blocked_units: how units go to
+// CTAs, -1 (default) the launcher's rule, 0 strided (c, c + G, ...), 1 in runs of neighbours.
+void decode_set_persistent(int max_ctas, int blocked_units = -1);
 // Diagnostic hook: copies kTimelineFields values (TimelineField) of up to max_ctas CTAs of the last
 // split-kernel launch into out and returns how many; 0 unless decode.cu was built with
 // FM_DECODE_TIMELINE=1. ns = %globaltimer; cycles = clock64() sums over the CTA's key blocks.

@@ -879,9 +879,13 @@ int main(int argc, char** argv) {
       flashmin::cuda::decode_set_key_major(true);
       // The persistent kernel (key-major, one split, contiguous) wherever it applies, with at
       // most 3 CTAs, so every CTA works through several (b, h_k) units.
-      flashmin::cuda::decode_set_persistent(3);
-      std::printf("=== copy path: bulk, persistent kernel (<= 3 CTAs)\n");
-      correctness_suite();
+      // Both unit orders: strided (c, c + G, ...) and in runs of neighbours.
+      for (const int blocked : {0, 1}) {
+        flashmin::cuda::decode_set_persistent(3, blocked);
+        std::printf("=== copy path: bulk, persistent kernel (<= 3 CTAs, %s units)\n",
+                    blocked ? "blocked" : "strided");
+        correctness_suite();
+      }
       flashmin::cuda::decode_set_persistent(0);
       // Every split count through the combine kernel (<= 8 splits merge in a cluster above).
       flashmin::cuda::decode_set_cluster_merge(false);

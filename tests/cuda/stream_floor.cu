@@ -2,10 +2,12 @@
 // (no math, no output) get through them under the same L2 flush as the decode benchmark, so
 // ours and cuDNN's decode times can be set against what any kernel could do on this chip.
 //
-//   stream_floor "B:L,B:L,..." [--sweep]   (H_k 8, D 128, bf16: K + V = B * L * 4096 bytes)
+//   stream_floor "B:L,B:L,..." [--sweep | --hints | --persist | --rotate]
+//   (H_k 8, D 128, bf16: K + V = B * L * 4096 bytes)
 //
-// FM_FLUSH=read flushes L2 by reading 256 MB (clean lines), else a 256 MB memset (dirty lines,
-// as triton.testing.do_bench's zero_()). Kernels (each CTA's work is contiguous bytes):
+// FM_FLUSH=read flushes L2 by reading 256 MB (clean lines), FM_FLUSH=fill by a kernel that writes
+// it (as triton.testing.do_bench's zero_()), else a 256 MB memset (dirty lines as well). Kernels
+// (each CTA's work is contiguous bytes):
 //   ldg64k    512 threads x 8 x 16-byte loads in flight = 64 KB per CTA, one CTA per 64 KB:
 //             the block scheduler hands the next chunk to whichever SM frees a slot (balanced)
 //   bulk1m    one thread per CTA issues 1-D bulk copies (cp.async.bulk) of 32 KB into 3 stages,
@@ -17,6 +19,9 @@
 //   tma       the decode kernel's copies alone: CTA (b, h_k) reads its K and V through 3 stages
 //             of one 5-D tensor box each (64 whole rows), as src/cuda/decode.cu issues them
 //   +dep      the same, every address first waiting for a global load (the sequence length)
+// --hints adds the ldg and tma kernels with L2 eviction-priority hints; --persist the copies of
+// the persistent decode kernel (ptma-str / ptma-blk: strided or blocked units per CTA); --rotate
+// the split kernel's copies in rotated block orders (stma-r0..3).
 // --sweep adds bulk grids that separate the CTA count, the chunks' alignment and reading two
 // regions per CTA (K and V) from each other.
 // Sm_90 only (bulk copies), built by scripts/decode_variants.sh with FLOOR=1 (links
@@ -56,6 +61,31 @@ __device__ void keep(uint32_t acc, uint32_t* sink) {
   if (acc == 0x9e3779b9u) *sink = acc;
 }
 
+// L2 eviction hints on the loads (--hints): does a streamed read that marks its own lines
+// evict-first leave the flush's dirty lines in L2 (no write-back while it runs)?
+enum class Hint { kNone, kPolicyFirst, kPolicyLast, kPolicyUnchanged };
+
+template <Hint kHint>
+__device__ uint4 load16(const uint4* p) {
+  uint4 v;
+  if constexpr (kHint == Hint::kNone) {
+    v = __ldg(p);
+  } else {
+    uint64_t policy;
+    if constexpr (kHint == Hint::kPolicyFirst)
+      asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+    else if constexpr (kHint == Hint::kPolicyLast)
+      asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(policy));
+    else
+      asm volatile("createpolicy.fractional.L2::evict_unchanged.b64 %0, 1.0;\n" : "=l"(policy));
+    asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p), "l"(policy));
+  }
+  return v;
+}
+
+template <Hint kHint = Hint::kNone>
 __global__ void __launch_bounds__(kLdgThreads)
     ldg_chunks_kernel(const uint4* x, int64_t n16, uint32_t* sink) {
   const int64_t base = int64_t(blockIdx.x) * (kLdgChunk / 16) + threadIdx.x;
@@ -63,7 +93,7 @@ __global__ void __launch_bounds__(kLdgThreads)
 #pragma unroll
   for (int i = 0; i < kLdgLoads; ++i) {
     const int64_t at = base + int64_t(i) * kLdgThreads;
-    v[i] = at < n16 ? __ldg(x + at) : make_uint4(0, 0, 0, 0);
+    v[i] = at < n16 ? load16<kHint>(x + at) : make_uint4(0, 0, 0, 0);
   }
   uint32_t acc = 0;
 #pragma unroll
@@ -108,11 +138,81 @@ __global__ void __launch_bounds__(32)
   keep(*reinterpret_cast<const uint32_t*>(stage), sink);
 }
 
+// The persistent decode kernel's copies without its math: CTA c streams the K and V boxes of
+// units (b, h) = c, c + G, ... (blocked: a run of neighbours [c U / G, (c + 1) U / G)), one
+// ring of 3 stages across its units.
+__global__ void __launch_bounds__(32)
+    ptma_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v,
+                int L, int units, bool blocked, uint32_t* sink) {
+  extern __shared__ __align__(1024) char smem_raw[];
+  __shared__ __align__(8) uint64_t full[kMaxStages];
+  char* stage = smem_raw + ((1024 - (flashmin::cuda::smem_addr(smem_raw) & 1023)) & 1023);
+  if (threadIdx.x != 0) return;
+  constexpr int kStages = 3;
+  for (int s = 0; s < kStages; ++s) flashmin::cuda::mbar_init(&full[s], 1);
+  const int G = gridDim.x, c = blockIdx.x;
+  const int first = blocked ? int(int64_t(c) * units / G) : c;
+  const int end = blocked ? int(int64_t(c + 1) * units / G) : units;
+  const int step = blocked ? 1 : G;
+  int g = 0;
+  for (int u = first; u < end; u += step) {
+    for (int j = 0; j < L / 64; ++j, ++g) {
+      const int s = g % kStages;
+      if (g >= kStages) flashmin::cuda::mbar_wait(&full[s], uint32_t((g / kStages - 1) & 1));
+      flashmin::cuda::mbar_arrive_expect_tx(&full[s], kStageBytes);
+      flashmin::cuda::tma_load_5d(stage + s * kStageBytes, &tm_k, 0, 0, j * 64, u % 8, u / 8,
+                                  &full[s]);
+      flashmin::cuda::tma_load_5d(stage + s * kStageBytes + kStageBytes / 2, &tm_v, 0, 0, j * 64,
+                                  u % 8, u / 8, &full[s]);
+    }
+  }
+  for (int j = std::max(0, g - kStages); j < g; ++j)
+    flashmin::cuda::mbar_wait(&full[j % kStages], uint32_t((j / kStages) & 1));
+  keep(*reinterpret_cast<const uint32_t*>(stage), sink);
+}
+
+// The split decode kernel's copies without its math, in a rotated order: CTA (unit, split)
+// (grid: units x splits) reads the blocks [begin, end) of its split of the unit, starting at
+// begin + r and wrapping around (r = 0; 1: 5 c mod n; 2: n / 2 for odd c; 3: c n / C, spread
+// evenly; c = the CTA's index, C = the grid, n = its block count), so that CTAs streaming
+// aligned ranges do not hit the same offsets at the same time.
+__global__ void __launch_bounds__(32)
+    stma_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v,
+                int L, int rot, uint32_t* sink) {
+  extern __shared__ __align__(1024) char smem_raw[];
+  __shared__ __align__(8) uint64_t full[kMaxStages];
+  char* stage = smem_raw + ((1024 - (flashmin::cuda::smem_addr(smem_raw) & 1023)) & 1023);
+  if (threadIdx.x != 0) return;
+  constexpr int kStages = 3;
+  for (int s = 0; s < kStages; ++s) flashmin::cuda::mbar_init(&full[s], 1);
+  const int u = blockIdx.x, splits = gridDim.y, blocks = L / 64;
+  const int per = (blocks + splits - 1) / splits, begin = min(blocks, int(blockIdx.y) * per);
+  const int n = min(blocks, begin + per) - begin;
+  const int c = blockIdx.y * gridDim.x + blockIdx.x, C = gridDim.x * gridDim.y;
+  const int r = n == 0     ? 0
+                : rot == 1 ? (5 * c) % n
+                : rot == 2 ? (c % 2) * (n / 2)
+                : rot == 3 ? int(int64_t(c) * n / C) % n
+                           : 0;
+  for (int i = 0; i < n; ++i) {
+    const int s = i % kStages, j = begin + (i + r) % n;
+    if (i >= kStages) flashmin::cuda::mbar_wait(&full[s], uint32_t((i / kStages - 1) & 1));
+    flashmin::cuda::mbar_arrive_expect_tx(&full[s], kStageBytes);
+    flashmin::cuda::tma_load_5d(stage + s * kStageBytes, &tm_k, 0, 0, j * 64, u % 8, u / 8,
+                                &full[s]);
+    flashmin::cuda::tma_load_5d(stage + s * kStageBytes + kStageBytes / 2, &tm_v, 0, 0, j * 64,
+                                u % 8, u / 8, &full[s]);
+  }
+  for (int i = max(0, n - kStages); i < n; ++i)
+    flashmin::cuda::mbar_wait(&full[i % kStages], uint32_t((i / kStages) & 1));
+  keep(*reinterpret_cast<const uint32_t*>(stage), sink);
+}
+
 // The decode kernel's copies without its math: CTA (b, h) streams K and V of its head through
 // `stages` stages, each one 5-D tensor box of 64 whole rows (16 KB) of K and one of V.
 __global__ void __launch_bounds__(32)
     tma_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v,
-               int L, int stages, const int* dep, uint32_t* sink) {
+               int L, int stages, const int* dep, bool evict_first, uint32_t* sink) {
   extern __shared__ __align__(1024) char smem_raw[];
   __shared__ __align__(8) uint64_t full[kMaxStages];
   char* stage = smem_raw + ((1024 - (flashmin::cuda::smem_addr(smem_raw) & 1023)) & 1023);
@@ -124,6 +224,19 @@ __global__ void __launch_bounds__(32)
     const int s = j % stages;
     if (j >= stages) flashmin::cuda::mbar_wait(&full[s], uint32_t((j / stages - 1) & 1));
     flashmin::cuda::mbar_arrive_expect_tx(&full[s], kStageBytes);
+    if (evict_first) {  // --hints: the same boxes, the lines marked evict-first in L2
+      uint64_t policy;
+      asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+      for (int r = 0; r < 2; ++r)
+        asm volatile(
+            "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+            ".L2::cache_hint [%0], [%1, {%2, %3, %4, %5, %6}], [%7], %8;\n" ::"r"(
+                flashmin::cuda::smem_addr(stage + s * kStageBytes + r * kStageBytes / 2)),
+            "l"(reinterpret_cast<uint64_t>(r ? &tm_v : &tm_k)), "r"(0), "r"(0), "r"(j * 64), "r"(h),
+            "r"(b), "r"(flashmin::cuda::smem_addr(&full[s])), "l"(policy)
+            : "memory");
+      continue;
+    }
     flashmin::cuda::tma_load_5d(stage + s * kStageBytes, &tm_k, 0, 0, j * 64, h, b, &full[s]);
     flashmin::cuda::tma_load_5d(stage + s * kStageBytes + kStageBytes / 2, &tm_v, 0, 0, j * 64, h,
                                 b, &full[s]);
@@ -149,7 +262,8 @@ float time_us(F&& f, void* flush) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: stream_floor \"B:L,B:L,...\" [--sweep]\n");
+    std::fprintf(
+        stderr, "usage: stream_floor \"B:L,B:L,...\" [--sweep | --hints | --persist | --rotate]\n");
     return 2;
   }
   std::vector<std::pair<int, int>> shapes;
@@ -167,12 +281,17 @@ int main(int argc, char** argv) {
   }
   // --sweep: also the bulk configurations that separate CTA count, alignment and two streams.
   const bool sweep = argc > 2 && std::strcmp(argv[2], "--sweep") == 0;
+  const bool hints = argc > 2 && std::strcmp(argv[2], "--hints") == 0;
+  const bool persist = argc > 2 && std::strcmp(argv[2], "--persist") == 0;
+  const bool rotate = argc > 2 && std::strcmp(argv[2], "--rotate") == 0;
   int sms;
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   CK(cudaFuncSetAttribute(bulk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                           kMaxStages * kStageBytes));
   const int smem_tma = 3 * kStageBytes + 1024;
   CK(cudaFuncSetAttribute(tma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_tma));
+  CK(cudaFuncSetAttribute(ptma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_tma));
+  CK(cudaFuncSetAttribute(stma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_tma));
   void *flush, *sink_p, *zeros_p;
   CK(cudaMalloc(&zeros_p, 1024));
   CK(cudaMemset(zeros_p, 0, 1024));
@@ -204,10 +323,69 @@ int main(int argc, char** argv) {
       std::vector<std::pair<std::string, float>> runs;
       runs.emplace_back("ldg64k", time_us(
                                       [&] {
-                                        ldg_chunks_kernel<<<int(bytes / kLdgChunk), kLdgThreads>>>(
-                                            static_cast<const uint4*>(kv), bytes / 16, sink);
+                                        ldg_chunks_kernel<>
+                                            <<<int(bytes / kLdgChunk), kLdgThreads>>>(
+                                                static_cast<const uint4*>(kv), bytes / 16, sink);
                                       },
                                       flush));
+      // --hints: the same loads with L2 eviction hints (policy = createpolicy + cache_hint).
+      auto ldg_hint = [&](auto kernel) {
+        return time_us(
+            [&] {
+              kernel<<<int(bytes / kLdgChunk), kLdgThreads>>>(static_cast<const uint4*>(kv),
+                                                              bytes / 16, sink);
+            },
+            flush);
+      };
+      CUtensorMap tm[2];
+      bool tma_ok = L % 64 == 0;
+      for (int r = 0; r < 2; ++r) {  // (64 elements = 128 B, 2 pieces, L, H_k, B), 64-row box
+        const int64_t dims[5] = {64, 2, L, 8, B};
+        const int64_t strides[4] = {128, 256, int64_t(L) * 256, int64_t(8) * L * 256};
+        tma_ok = tma_ok && flashmin::cuda::make_tensor_map_rows(
+                               &tm[r], CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, x + r * bytes / 2, 5,
+                               dims, strides, 64, CU_TENSOR_MAP_L2_PROMOTION_L2_128B);
+      }
+      auto tma = [&](const int* dep, bool evict_first) {
+        return time_us(
+            [&] {
+              tma_kernel<<<B * 8, 32, smem_tma>>>(tm[0], tm[1], L, 3, dep, evict_first, sink);
+            },
+            flush);
+      };
+      if (rotate && tma_ok) {  // the decode grid's splits (as its heuristic picks them)
+        const int splits = B == 1 ? 16 : B == 8 ? 2 : 1;
+        for (int rot = 0; rot < 4; ++rot)
+          runs.emplace_back("stma-r" + std::to_string(rot),
+                            time_us(
+                                [&] {
+                                  stma_kernel<<<dim3(B * 8, splits), 32, smem_tma>>>(tm[0], tm[1],
+                                                                                     L, rot, sink);
+                                },
+                                flush));
+      }
+      if (persist && tma_ok) {  // one CTA per unit, and persistent grids of 2 CTAs per SM
+        const int units = B * 8, grid = std::min(units, 2 * sms);
+        runs.emplace_back("tma", tma(nullptr, false));
+        for (const bool blocked : {false, true})
+          runs.emplace_back(blocked ? "ptma-blk" : "ptma-str",
+                            time_us(
+                                [&] {
+                                  ptma_kernel<<<grid, 32, smem_tma>>>(tm[0], tm[1], L, units,
+                                                                      blocked, sink);
+                                },
+                                flush));
+      }
+      if (hints) {
+        if (tma_ok) {
+          runs.emplace_back("tma", tma(nullptr, false));
+          runs.emplace_back("tma-ef", tma(nullptr, true));
+        }
+        runs.emplace_back("ldg-pol-ef", ldg_hint(ldg_chunks_kernel<Hint::kPolicyFirst>));
+        runs.emplace_back("ldg-pol-el", ldg_hint(ldg_chunks_kernel<Hint::kPolicyLast>));
+        runs.emplace_back("ldg-pol-eu", ldg_hint(ldg_chunks_kernel<Hint::kPolicyUnchanged>));
+        runs.emplace_back("ldg64k-2", ldg_hint(ldg_chunks_kernel<Hint::kNone>));
+      }
       runs.emplace_back("bulk1m", bulk(1, 1 << 20));
       runs.emplace_back("bulkstat2", bulk(1, round_up(bytes / (2 * sms), 16)));
       runs.emplace_back("bulkstat1", bulk(1, round_up(bytes / sms, 16)));
@@ -226,22 +404,9 @@ int main(int argc, char** argv) {
         runs.emplace_back("kv1m-alt", bulk(2, 1 << 20, 3, nullptr, true));
         runs.emplace_back("kv2m-alt", bulk(2, 2 << 20, 3, nullptr, true));
         runs.emplace_back("kv1m-alt4", bulk(2, 1 << 20, 4, nullptr, true));
-        CUtensorMap tm[2];
-        bool maps = true;
-        for (int r = 0; r < 2; ++r) {  // (64 elements = 128 B, 2 pieces, L, H_k, B), 64-row box
-          const int64_t dims[5] = {64, 2, L, 8, B};
-          const int64_t strides[4] = {128, 256, int64_t(L) * 256, int64_t(8) * L * 256};
-          maps = maps && flashmin::cuda::make_tensor_map_rows(
-                             &tm[r], CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, x + r * bytes / 2, 5,
-                             dims, strides, 64, CU_TENSOR_MAP_L2_PROMOTION_L2_128B);
-        }
-        if (maps && L % 64 == 0) {
-          for (const int* d : {static_cast<const int*>(nullptr), zeros}) {
-            runs.emplace_back(
-                d ? "tma+dep" : "tma",
-                time_us([&] { tma_kernel<<<B * 8, 32, smem_tma>>>(tm[0], tm[1], L, 3, d, sink); },
-                        flush));
-          }
+        if (tma_ok) {
+          for (const int* d : {static_cast<const int*>(nullptr), zeros})
+            runs.emplace_back(d ? "tma+dep" : "tma", tma(d, false));
         }
         runs.emplace_back("kv1m-2st", bulk(2, 1 << 20, 2));
         runs.emplace_back("kv1m-4st", bulk(2, 1 << 20, 4));
@@ -252,7 +417,10 @@ int main(int argc, char** argv) {
       }
       for (const auto& [name, us] : runs)
         std::printf("FLOOR %-9s B=%-3d L=%-6d %s flush %8.1f us %7.1f GB/s\n", name.c_str(), B, L,
-                    harness::read_flush() ? "read  " : "memset", us, bytes / (us * 1e-6) / 1e9);
+                    harness::read_flush()   ? "read  "
+                    : harness::fill_flush() ? "fill  "
+                                            : "memset",
+                    us, bytes / (us * 1e-6) / 1e9);
       CK(cudaFree(kv));
     }
   }

@@ -165,11 +165,14 @@ def test_empty_and_invalid_lengths(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("paged", [False, True])
-def test_decode_more_units_than_resident_ctas(device, paged):
+@pytest.mark.parametrize("paged,s_max", [(False, 192), (True, 192), (False, 4096)])
+def test_decode_more_units_than_resident_ctas(device, paged, s_max):
     """48 x 8 (b, h_k) units outnumber the CTA slots of an H100/H200 (2 per SM): on sm_90 the
-    persistent split kernel takes them, each CTA working through several units."""
-    b, hk, group, d, s_max = 48, 8, 4, 128, 192
+    persistent split kernel takes them, each CTA working through several units (strided; with
+    1 MiB of K per unit, s_max 4096 contiguous, in runs of neighbours)."""
+    if device == "cpu" and s_max > 192:
+        pytest.skip("the unit order exists on the GPU only; 800 MB of cache on the CPU is slow")
+    b, hk, group, d = 48, 8, 4, 128
     q = randn(b, hk * group, 1, d, dtype=torch.bfloat16, device=device)
     kc = randn(b, hk, s_max, d, dtype=torch.bfloat16, device=device)
     vc = randn(b, hk, s_max, d, dtype=torch.bfloat16, device=device)
