@@ -1949,7 +1949,7 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
           const int64_t ctas = std::min(units, g_persistent > 0 ? int64_t(g_persistent) : slots);
           // Units of >= 1 MiB of K in a contiguous cache go to CTAs in runs of neighbours: with
           // u = c, c + G, ... the CTAs stream units 1 MiB apart at the same offsets at once,
-          // which the H200 serves ~1.5% slower (B=64 L=4k, round 14); smaller units and paged
+          // which the H200 serves ~1.7% slower (B=64 L=4k, round 14); smaller units and paged
           // caches keep the strided order (blocked was 0.5-2% slower there).
           const bool blocked_units =
               g_persistent_blocked >= 0
