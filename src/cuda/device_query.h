@@ -4,6 +4,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cstdlib>
+
 #include "cuda/cuda_api.h"
 
 namespace flashmin::cuda {
@@ -24,6 +26,17 @@ inline int sm_count(int device) { return device_attribute(cudaDevAttrMultiProces
 
 inline int compute_capability_major(int device) {
   return device_attribute(cudaDevAttrComputeCapabilityMajor, device);
+}
+
+inline int smem_per_block_optin(int device) {
+  return device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+}
+
+// FLASHMIN_FORCE_COMPACT=1: the sm80 family's compact tiles (what 99 KB parts, sm_86 / sm_89,
+// run) wherever a bucket has them, so that they are tested on larger GPUs. Read per call.
+inline bool compact_tiles_forced() {
+  const char* force = std::getenv("FLASHMIN_FORCE_COMPACT");
+  return force != nullptr && force[0] == '1';
 }
 
 }  // namespace flashmin::cuda

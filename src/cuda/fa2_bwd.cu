@@ -24,6 +24,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -51,10 +52,11 @@ template <int kRows, int kD, int kThreads, typename T>
 __device__ __forceinline__ void load_tile(T* smem, const T* gmem, int64_t seq_stride, int row0,
                                           int n_rows, int d) {
   constexpr int kVecs = kD / 8;  // 16-byte vectors per row
-  static_assert((kRows * kVecs) % kThreads == 0, "tile load");
+  constexpr int kTotal = kRows * kVecs;
 #pragma unroll
-  for (int n = 0; n < kRows * kVecs / kThreads; ++n) {
+  for (int n = 0; n < (kTotal + kThreads - 1) / kThreads; ++n) {
     const int idx = n * kThreads + threadIdx.x;
+    if (kTotal % kThreads != 0 && idx >= kTotal) break;  // small tiles (compact dQ kernel)
     const int r = idx / kVecs, c = (idx % kVecs) * 8;
     const bool valid = row0 + r < n_rows && c < d;
     const T* src = valid ? gmem + (row0 + r) * seq_stride + c : gmem;
@@ -152,11 +154,11 @@ __global__ void __launch_bounds__(256)
 
 // ------------------------------------------------------------------------------------------------
 // Main kernel: one CTA per (K_j, V_j) block. grid = (T_c, H_k, B).
-template <typename T, int kD>
-__global__ void __launch_bounds__(Fa2BwdSm80Traits<kD>::kWarps * 32, 1)
+template <typename T, int kD, bool kCompact>
+__global__ void __launch_bounds__(Fa2BwdSm80Traits<kD, kCompact>::kWarps * 32, 1)
     fa2_bwd_dkdv_sm80_kernel(const AttnBwdParams p, const float* __restrict__ delta,
                              const float* __restrict__ lse2, float* __restrict__ dq_accum) {
-  using Tr = Fa2BwdSm80Traits<kD>;
+  using Tr = Fa2BwdSm80Traits<kD, kCompact>;
   constexpr int B_r = Tr::kBlockM, B_c = Tr::kBlockN;
   constexpr int kWarps = Tr::kWarps, kThreads = kWarps * 32, kSplit = Tr::kSplit;
   constexpr int kStages = Tr::kStages;
@@ -451,10 +453,10 @@ __global__ void __launch_bounds__(Fa2BwdSm80Traits<kD>::kWarps * 32, 1)
 
 // ------------------------------------------------------------------------------------------------
 // Deterministic dQ kernel: one CTA per query block Q_i (16 rows per warp). grid = (T_r, H_q, B).
-template <typename T, int kD>
-__global__ void __launch_bounds__(Fa2BwdSm80Traits<kD>::kDqWarps * 32)
+template <typename T, int kD, bool kCompact>
+__global__ void __launch_bounds__(Fa2BwdSm80Traits<kD, kCompact>::kDqWarps * 32)
     fa2_bwd_dq_sm80_kernel(const AttnBwdParams p, const float* __restrict__ delta) {
-  using Tr = Fa2BwdSm80Traits<kD>;
+  using Tr = Fa2BwdSm80Traits<kD, kCompact>;
   constexpr int B_r = Tr::kDqBlockM, B_c = Tr::kDqBlockN;
   constexpr int kThreads = Tr::kDqWarps * 32, kPitch = Tr::kPitch;
 
@@ -612,6 +614,29 @@ void set_smem(Kernel kernel, int bytes) {
     FM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
 }
 
+// The main and dQ kernels of one tile configuration (regular or compact).
+template <typename T, int kD, bool kCompact>
+void launch_fa2_bwd_sm80_tiles(const AttnBwdParams& p, bool sm90, const float* delta,
+                               const float* lse2, float* dq_accum, cudaStream_t stream) {
+  using Tr = Fa2BwdSm80Traits<kD, kCompact>;
+  if (p.seqlen_k > 0 && !(sm90 && fa2_bwd_dkdv_sm90(p, delta, lse2, dq_accum, stream))) {
+    const dim3 grid(static_cast<unsigned>((p.seqlen_k + Tr::kBlockN - 1) / Tr::kBlockN),
+                    static_cast<unsigned>(p.heads_kv), static_cast<unsigned>(p.batch));
+    auto kernel = fa2_bwd_dkdv_sm80_kernel<T, kD, kCompact>;
+    set_smem(kernel, Tr::kSmemBytes);
+    kernel<<<grid, Tr::kWarps * 32, Tr::kSmemBytes, stream>>>(p, delta, lse2, dq_accum);
+    FM_CUDA_CHECK(cudaGetLastError());
+  }
+  if (p.deterministic && p.batch * p.heads_q * p.seqlen_q > 0) {
+    const dim3 grid(static_cast<unsigned>((p.seqlen_q + Tr::kDqBlockM - 1) / Tr::kDqBlockM),
+                    static_cast<unsigned>(p.heads_q), static_cast<unsigned>(p.batch));
+    auto kernel = fa2_bwd_dq_sm80_kernel<T, kD, kCompact>;
+    set_smem(kernel, Tr::kDqSmemBytes);
+    kernel<<<grid, Tr::kDqWarps * 32, Tr::kDqSmemBytes, stream>>>(p, delta);
+    FM_CUDA_CHECK(cudaGetLastError());
+  }
+}
+
 template <typename T, int kD>
 void run_fa2_bwd_sm80(const AttnBwdParams& p, cudaStream_t stream) {
   using Tr = Fa2BwdSm80Traits<kD>;
@@ -620,6 +645,7 @@ void run_fa2_bwd_sm80(const AttnBwdParams& p, cudaStream_t stream) {
   float* delta = static_cast<float*>(p.workspace);
   // The sm90 (wgmma) family replaces the main kernel for the buckets it covers.
   const bool sm90 = fa2_bwd_sm90_usable(p);
+  // (The compact tiles have the same kSplit, so kLseAsync and the workspace are the same.)
   float* lse2 = Tr::kLseAsync || sm90
                     ? reinterpret_cast<float*>(static_cast<char*>(p.workspace) + delta_bytes(p))
                     : nullptr;
@@ -637,27 +663,23 @@ void run_fa2_bwd_sm80(const AttnBwdParams& p, cudaStream_t stream) {
     FM_CUDA_CHECK(cudaGetLastError());
   }
   // (lse2 is unused by the sm80 kernel of buckets without kLseAsync, so a refused sm90 launch
-  // may fall back to it.)
-  if (p.seqlen_k > 0 && !(sm90 && fa2_bwd_dkdv_sm90(p, delta, lse2, dq_accum, stream))) {
-    const dim3 grid(static_cast<unsigned>((p.seqlen_k + Tr::kBlockN - 1) / Tr::kBlockN),
-                    static_cast<unsigned>(p.heads_kv), static_cast<unsigned>(p.batch));
-    auto kernel = fa2_bwd_dkdv_sm80_kernel<T, kD>;
-    set_smem(kernel, Tr::kSmemBytes);
-    kernel<<<grid, Tr::kWarps * 32, Tr::kSmemBytes, stream>>>(p, delta, lse2, dq_accum);
-    FM_CUDA_CHECK(cudaGetLastError());
+  // may fall back to it.) The regular tiles where they fit the device's shared memory per
+  // block, else (sm_86 / sm_89, 99 KB) the compact ones.
+  bool compact = false;
+  if constexpr (kBwdHasCompact<kD>) {
+    compact = compact_tiles_forced() ||
+              std::max(Tr::kSmemBytes, Tr::kDqSmemBytes) > smem_per_block_optin(current_device());
   }
-  if (rows > 0) {
-    if (p.deterministic) {
-      const dim3 grid(static_cast<unsigned>((p.seqlen_q + Tr::kDqBlockM - 1) / Tr::kDqBlockM),
-                      static_cast<unsigned>(p.heads_q), static_cast<unsigned>(p.batch));
-      auto kernel = fa2_bwd_dq_sm80_kernel<T, kD>;
-      set_smem(kernel, Tr::kDqSmemBytes);
-      kernel<<<grid, Tr::kDqWarps * 32, Tr::kDqSmemBytes, stream>>>(p, delta);
-    } else {
-      const int64_t blocks = (rows + 31) / 32;
-      fa2_bwd_convert_dq_kernel<T>
-          <<<static_cast<unsigned>(blocks), 256, 0, stream>>>(p, dq_accum, kD);
-    }
+  if (compact) {
+    if constexpr (kBwdHasCompact<kD>)
+      launch_fa2_bwd_sm80_tiles<T, kD, true>(p, sm90, delta, lse2, dq_accum, stream);
+  } else {
+    launch_fa2_bwd_sm80_tiles<T, kD, false>(p, sm90, delta, lse2, dq_accum, stream);
+  }
+  if (rows > 0 && !p.deterministic) {
+    const int64_t blocks = (rows + 31) / 32;
+    fa2_bwd_convert_dq_kernel<T>
+        <<<static_cast<unsigned>(blocks), 256, 0, stream>>>(p, dq_accum, kD);
     FM_CUDA_CHECK(cudaGetLastError());
   }
 }

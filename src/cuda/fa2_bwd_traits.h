@@ -13,20 +13,26 @@
 
 namespace flashmin::cuda {
 
-// Opt-in dynamic shared memory per block on sm_80 (A100): 163 KB.
+// Opt-in dynamic shared memory per block on sm_80 (A100): 163 KB; on sm_86 / sm_89 (RTX 30 / 40,
+// A10, L4, L40): 99 KB.
 constexpr int kSm80MaxSmemBytes = 163 * 1024;
+constexpr int kSm86MaxSmemBytes = 99 * 1024;
 
-template <int kD>
+// kCompact: the tiles for 99 KB parts (4 warps, B_c = 64 or 32, fewer stages), taken where the
+// regular tiles do not fit the device (run_fa2_bwd_sm80; FLASHMIN_FORCE_COMPACT=1 forces them).
+template <int kD, bool kCompact = false>
 struct Fa2BwdSm80Traits {
   static_assert(kD % 32 == 0 && kD <= 256, "head-dim bucket");
   static constexpr int kHeadDim = kD;
+  static constexpr int kMaxSmemBytes = kCompact ? kSm86MaxSmemBytes : kSm80MaxSmemBytes;
 
   // ---- main kernel: dK_j, dV_j (and dQ by fp32 atomics)
   // B_r: 128 for d64 halves the per-query-block fixed costs (barriers, lse/D loads, the
   // loop and mask set-up) per unit of MMA work; measured 1.11-1.13x on d64 (H200). Larger d has
   // no registers left for the 16 x 128 S^T / dP^T warp tiles.
-  static constexpr int kBlockM = kD == 64 ? 128 : 64;
-  static constexpr int kWarps = 8;
+  // Compact d256: B_r 32, so that one stage of Q_i, dO_i fits next to K_j, V_j in 99 KB.
+  static constexpr int kBlockM = kCompact ? (kD == 256 ? 32 : 64) : kD == 64 ? 128 : 64;
+  static constexpr int kWarps = kCompact ? 4 : 8;
   static constexpr int kSplit = kD <= 128 ? 1 : 2;  // warps per 16-key slab
   // lse_i (log2 units, precomputed) and D_i by cp.async instead of plain loads + smem stores,
   // which stalled the loading warps for a global-memory latency each query block. Measured
@@ -50,17 +56,26 @@ struct Fa2BwdSm80Traits {
            4 * 2 * 2 * kBlockM;  // + lse_i, D_i (fp32, double-buffered)
   }
   // Q_i / dO_i double-buffered (prefetch of block i+1 overlaps block i) when it fits sm_80.
-  static constexpr int kStages = smem_bytes_for(2) <= kSm80MaxSmemBytes ? 2 : 1;
+  static constexpr int kStages = smem_bytes_for(2) <= kMaxSmemBytes ? 2 : 1;
   static constexpr int kSmemBytes = smem_bytes_for(kStages);
 
-  // ---- deterministic dQ kernel
+  // ---- deterministic dQ kernel (compact: 32-key blocks for d128, 16-key blocks above)
   static constexpr int kDqWarps = 4;
-  static constexpr int kDqBlockM = 16 * kDqWarps;        // B_r = 64
-  static constexpr int kDqBlockN = kD <= 128 ? 64 : 32;  // B_c
+  static constexpr int kDqBlockM = 16 * kDqWarps;  // B_r = 64
+  static constexpr int kDqBlockN = !kCompact   ? (kD <= 128 ? 64 : 32)
+                                   : kD < 128  ? 64
+                                   : kD == 128 ? 32
+                                               : 16;
   static constexpr int kDqSmemBytes = 2 * (2 * kDqBlockM * kPitch + 2 * 2 * kDqBlockN * kPitch);
 
-  static_assert(kSmemBytes <= kSm80MaxSmemBytes && kDqSmemBytes <= kSm80MaxSmemBytes, "smem");
+  static_assert(kSmemBytes <= kMaxSmemBytes && kDqSmemBytes <= kMaxSmemBytes, "smem");
 };
+
+// Whether a bucket's regular tiles need more than a 99 KB part gives (then the launcher has a
+// compact instantiation to fall back on; d32's regular tiles fit everywhere).
+template <int kD>
+constexpr bool kBwdHasCompact = Fa2BwdSm80Traits<kD>::kSmemBytes > kSm86MaxSmemBytes ||
+                                Fa2BwdSm80Traits<kD>::kDqSmemBytes > kSm86MaxSmemBytes;
 
 // ---- sm90 family (wgmma, sm_90a only; src/cuda/fa2_bwd_sm90.cu) ------------------------------
 // Main kernel: 2 warpgroups. wgmma's M is 64, so a warpgroup's dK_j / dV_j slice is 64 keys x

@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "cuda/cuda_api.h"
 #include "cuda/device_query.h"
@@ -548,10 +549,21 @@ void fa2_fwd_sm80_launch(const AttnParams& p, cudaStream_t stream) {
 
 namespace {
 
+// The bucket's regular tile, or its compact one where the regular tile does not fit the
+// device's shared memory per block (sm_86 / sm_89) or FLASHMIN_FORCE_COMPACT=1.
 template <typename T>
 void fa2_fwd_sm80(const AttnParams& p, cudaStream_t stream) {
-  FM_DISPATCH_HEAD_DIM(p.head_dim, kD,
-                       [&] { fa2_fwd_sm80_launch<T, Fa2FwdSm80Traits<kD>>(p, stream); });
+  FM_DISPATCH_HEAD_DIM(p.head_dim, kD, [&] {
+    using Regular = Fa2FwdSm80Traits<kD>;
+    using Compact = typename Fa2FwdSm80CompactTraits<kD>::type;
+    if constexpr (!std::is_same_v<Regular, Compact>) {
+      static_assert(Compact::template smem_bytes<T>() <= 99 * 1024, "compact tile > 99 KB");
+      if (compact_tiles_forced() || static_cast<int64_t>(Regular::template smem_bytes<T>()) >
+                                        smem_per_block_optin(current_device()))
+        return fa2_fwd_sm80_launch<T, Compact>(p, stream);
+    }
+    fa2_fwd_sm80_launch<T, Regular>(p, stream);
+  });
 }
 
 }  // namespace

@@ -88,6 +88,26 @@ struct Fa2FwdSm80Traits<224> : Fa2FwdSm80Config<224, 64, 32, 4, 2, false, 2> {};
 template <>
 struct Fa2FwdSm80Traits<256> : Fa2FwdSm80Config<256, 128, 64, 8, 1, false, 1, 2> {};
 
+// Compact tiles for 99 KB parts (sm_86 / sm_89: RTX 30 / 40, A10, L4, L40) where a bucket's
+// regular tile needs more shared memory per block: one K/V stage, B_r 64 (d256: B_c 32). The
+// launcher takes them by the device's limit (FLASHMIN_FORCE_COMPACT=1 forces them, for tests).
+template <int kD>
+struct Fa2FwdSm80CompactTraits {
+  using type = Fa2FwdSm80Traits<kD>;  // the regular tile fits 99 KB
+};
+template <>
+struct Fa2FwdSm80CompactTraits<160> {
+  using type = Fa2FwdSm80Config<160, 64, 64, 4, 1, false, 1>;
+};
+template <>
+struct Fa2FwdSm80CompactTraits<192> {
+  using type = Fa2FwdSm80Config<192, 64, 64, 4, 1, false, 1>;
+};
+template <>
+struct Fa2FwdSm80CompactTraits<256> {
+  using type = Fa2FwdSm80Config<256, 64, 32, 8, 1, false, 1, 2>;
+};
+
 // ---- sm90 family (wgmma + TMA, sm_90a only; src/cuda/fa2_fwd_sm90.cu) ----------------------
 // Warp-specialised and persistent: warpgroup 0 is the producer (one thread issues TMA copies of
 // Q_i, K_j, V_j into 128-byte-swizzled smem, paced by full / empty mbarriers), warpgroups 1..2
