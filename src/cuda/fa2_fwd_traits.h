@@ -79,29 +79,24 @@ template <>
 struct Fa2FwdSm80Traits<96> : Fa2FwdSm80Config<96, 128, 64, 4, 2, false, 2> {};
 template <>
 struct Fa2FwdSm80Traits<128> : Fa2FwdSm80Config<128, 128, 48, 4, 2, false, 2> {};
+// d160 / d192: one K/V stage (64.5 / 76.8 KB), so two CTAs share an SM on sm_80 and sm_90 and the
+// tile fits the 99 KB of sm_86/89; two stages (107.5 / 128 KB) ran 1.02x / 1.41x slower (H200,
+// sm80 family forced, bf16 B 2 H 16 S 2k; tests/cuda/compact_tiles_bench.py).
 template <>
-struct Fa2FwdSm80Traits<160> : Fa2FwdSm80Config<160, 64, 64, 4, 2, false, 1> {};
+struct Fa2FwdSm80Traits<160> : Fa2FwdSm80Config<160, 64, 64, 4, 1, false, 1> {};
 template <>
-struct Fa2FwdSm80Traits<192> : Fa2FwdSm80Config<192, 64, 64, 4, 2, false, 1> {};
+struct Fa2FwdSm80Traits<192> : Fa2FwdSm80Config<192, 64, 64, 4, 1, false, 1> {};
 template <>
 struct Fa2FwdSm80Traits<224> : Fa2FwdSm80Config<224, 64, 32, 4, 2, false, 2> {};
 template <>
 struct Fa2FwdSm80Traits<256> : Fa2FwdSm80Config<256, 128, 64, 8, 1, false, 1, 2> {};
 
 // Compact tiles for 99 KB parts (sm_86 / sm_89: RTX 30 / 40, A10, L4, L40) where a bucket's
-// regular tile needs more shared memory per block: one K/V stage, B_r 64 (d256: B_c 32). The
-// launcher takes them by the device's limit (FLASHMIN_FORCE_COMPACT=1 forces them, for tests).
+// regular tile needs more shared memory per block (only d256: one K/V stage, B_r 64, B_c 32).
+// The launcher takes them by the device's limit (FLASHMIN_FORCE_COMPACT=1 forces them, for tests).
 template <int kD>
 struct Fa2FwdSm80CompactTraits {
   using type = Fa2FwdSm80Traits<kD>;  // the regular tile fits 99 KB
-};
-template <>
-struct Fa2FwdSm80CompactTraits<160> {
-  using type = Fa2FwdSm80Config<160, 64, 64, 4, 1, false, 1>;
-};
-template <>
-struct Fa2FwdSm80CompactTraits<192> {
-  using type = Fa2FwdSm80Config<192, 64, 64, 4, 1, false, 1>;
 };
 template <>
 struct Fa2FwdSm80CompactTraits<256> {

@@ -31,7 +31,7 @@ def inputs(d, dtype, sq=97, sk=113):
 
 
 @pytest.mark.parametrize("dtype", LOW, ids=str)
-@pytest.mark.parametrize("d", [136, 160, 192, 256])  # the buckets with a compact forward tile
+@pytest.mark.parametrize("d", [136, 160, 192, 256])  # one-stage tiles (d256: compact only)
 @pytest.mark.parametrize("is_causal", [False, True])
 def test_compact_forward(compact_tiles, dtype, d, is_causal, poison_outputs):
     q, k, v = inputs(d, dtype)
