@@ -138,37 +138,53 @@ __global__ void __launch_bounds__(32)
   keep(*reinterpret_cast<const uint32_t*>(stage), sink);
 }
 
+// One thread's ring of 3 stages, each one 64-row box of K and one of V of a unit (b, h) =
+// (u / 8, u % 8), in the 1024-byte-aligned dynamic shared memory: the ptma and stma kernels.
+struct KvBoxRing {
+  static constexpr int kStages = 3;
+  char* stage;
+  uint64_t* full;
+  __device__ KvBoxRing(char* smem_raw, uint64_t* bars)
+      : stage(smem_raw + ((1024 - (flashmin::cuda::smem_addr(smem_raw) & 1023)) & 1023)),
+        full(bars) {
+    for (int s = 0; s < kStages; ++s) flashmin::cuda::mbar_init(&full[s], 1);
+  }
+  // Copy number n (key block j of unit u) into stage n % 3, once copy n - 3 has landed.
+  __device__ void issue(int n, const CUtensorMap* tm_k, const CUtensorMap* tm_v, int j, int u) {
+    const int s = n % kStages;
+    if (n >= kStages) flashmin::cuda::mbar_wait(&full[s], uint32_t((n / kStages - 1) & 1));
+    flashmin::cuda::mbar_arrive_expect_tx(&full[s], kStageBytes);
+    flashmin::cuda::tma_load_5d(stage + s * kStageBytes, tm_k, 0, 0, j * 64, u % 8, u / 8,
+                                &full[s]);
+    flashmin::cuda::tma_load_5d(stage + s * kStageBytes + kStageBytes / 2, tm_v, 0, 0, j * 64,
+                                u % 8, u / 8, &full[s]);
+  }
+  // Wait for the last copies of `count` (nothing may be in flight when the CTA exits).
+  __device__ void drain(int count, uint32_t* sink) {
+    for (int n = max(0, count - kStages); n < count; ++n)
+      flashmin::cuda::mbar_wait(&full[n % kStages], uint32_t((n / kStages) & 1));
+    keep(*reinterpret_cast<const uint32_t*>(stage), sink);
+  }
+};
+
 // The persistent decode kernel's copies without its math: CTA c streams the K and V boxes of
-// units (b, h) = c, c + G, ... (blocked: a run of neighbours [c U / G, (c + 1) U / G)), one
-// ring of 3 stages across its units.
+// units c, c + G, ... (blocked: a run of neighbours [c U / G, (c + 1) U / G)), one ring across
+// its units.
 __global__ void __launch_bounds__(32)
     ptma_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v,
                 int L, int units, bool blocked, uint32_t* sink) {
   extern __shared__ __align__(1024) char smem_raw[];
-  __shared__ __align__(8) uint64_t full[kMaxStages];
-  char* stage = smem_raw + ((1024 - (flashmin::cuda::smem_addr(smem_raw) & 1023)) & 1023);
+  __shared__ __align__(8) uint64_t full[KvBoxRing::kStages];
   if (threadIdx.x != 0) return;
-  constexpr int kStages = 3;
-  for (int s = 0; s < kStages; ++s) flashmin::cuda::mbar_init(&full[s], 1);
+  KvBoxRing ring(smem_raw, full);
   const int G = gridDim.x, c = blockIdx.x;
   const int first = blocked ? int(int64_t(c) * units / G) : c;
   const int end = blocked ? int(int64_t(c + 1) * units / G) : units;
-  const int step = blocked ? 1 : G;
-  int g = 0;
-  for (int u = first; u < end; u += step) {
-    for (int j = 0; j < L / 64; ++j, ++g) {
-      const int s = g % kStages;
-      if (g >= kStages) flashmin::cuda::mbar_wait(&full[s], uint32_t((g / kStages - 1) & 1));
-      flashmin::cuda::mbar_arrive_expect_tx(&full[s], kStageBytes);
-      flashmin::cuda::tma_load_5d(stage + s * kStageBytes, &tm_k, 0, 0, j * 64, u % 8, u / 8,
-                                  &full[s]);
-      flashmin::cuda::tma_load_5d(stage + s * kStageBytes + kStageBytes / 2, &tm_v, 0, 0, j * 64,
-                                  u % 8, u / 8, &full[s]);
-    }
+  int n = 0;
+  for (int u = first; u < end; u += blocked ? 1 : G) {
+    for (int j = 0; j < L / 64; ++j) ring.issue(n++, &tm_k, &tm_v, j, u);
   }
-  for (int j = std::max(0, g - kStages); j < g; ++j)
-    flashmin::cuda::mbar_wait(&full[j % kStages], uint32_t((j / kStages) & 1));
-  keep(*reinterpret_cast<const uint32_t*>(stage), sink);
+  ring.drain(n, sink);
 }
 
 // The split decode kernel's copies without its math, in a rotated order: CTA (unit, split)
@@ -180,11 +196,9 @@ __global__ void __launch_bounds__(32)
     stma_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v,
                 int L, int rot, uint32_t* sink) {
   extern __shared__ __align__(1024) char smem_raw[];
-  __shared__ __align__(8) uint64_t full[kMaxStages];
-  char* stage = smem_raw + ((1024 - (flashmin::cuda::smem_addr(smem_raw) & 1023)) & 1023);
+  __shared__ __align__(8) uint64_t full[KvBoxRing::kStages];
   if (threadIdx.x != 0) return;
-  constexpr int kStages = 3;
-  for (int s = 0; s < kStages; ++s) flashmin::cuda::mbar_init(&full[s], 1);
+  KvBoxRing ring(smem_raw, full);
   const int u = blockIdx.x, splits = gridDim.y, blocks = L / 64;
   const int per = (blocks + splits - 1) / splits, begin = min(blocks, int(blockIdx.y) * per);
   const int n = min(blocks, begin + per) - begin;
@@ -194,18 +208,8 @@ __global__ void __launch_bounds__(32)
                 : rot == 2 ? (c % 2) * (n / 2)
                 : rot == 3 ? int(int64_t(c) * n / C) % n
                            : 0;
-  for (int i = 0; i < n; ++i) {
-    const int s = i % kStages, j = begin + (i + r) % n;
-    if (i >= kStages) flashmin::cuda::mbar_wait(&full[s], uint32_t((i / kStages - 1) & 1));
-    flashmin::cuda::mbar_arrive_expect_tx(&full[s], kStageBytes);
-    flashmin::cuda::tma_load_5d(stage + s * kStageBytes, &tm_k, 0, 0, j * 64, u % 8, u / 8,
-                                &full[s]);
-    flashmin::cuda::tma_load_5d(stage + s * kStageBytes + kStageBytes / 2, &tm_v, 0, 0, j * 64,
-                                u % 8, u / 8, &full[s]);
-  }
-  for (int i = max(0, n - kStages); i < n; ++i)
-    flashmin::cuda::mbar_wait(&full[i % kStages], uint32_t((i / kStages) & 1));
-  keep(*reinterpret_cast<const uint32_t*>(stage), sink);
+  for (int i = 0; i < n; ++i) ring.issue(i, &tm_k, &tm_v, begin + (i + r) % n, u);
+  ring.drain(n, sink);
 }
 
 // The decode kernel's copies without its math: CTA (b, h) streams K and V of its head through
