@@ -9,8 +9,8 @@
 //        /tmp/fa2
 //
 // On an sm_90 GPU this checks and times the sm90 family; FLASHMIN_FORCE_SM80=1 the sm80 one.
-// Tuning mode (-DFA2_TUNE_D=64|128|256, no separate fa2_fwd.cu on the command line): includes
-// the kernel source and times alternative tile configurations of that bucket.
+// Tuning mode (-DFA2_TUNE_D=64|128|160|192|256, no separate fa2_fwd.cu on the command line):
+// includes the kernel source and times alternative tile configurations of that bucket.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -442,6 +442,9 @@ int main() {
 #elif FA2_TUNE_D == 128
   TUNE(128, 48, 4, 2, false, 2);  // chosen
   TUNE(128, 64, 4, 1, false, 2);
+#elif FA2_TUNE_D == 160 || FA2_TUNE_D == 192
+  TUNE(64, 64, 4, 2, false, 1);  // the tile before session 13
+  TUNE(64, 64, 4, 1, false, 1);  // chosen (two CTAs per SM; fits 99 KB)
 #elif FA2_TUNE_D == 256
   TUNE(64, 32, 4, 2, false, 2);  // the previous tile
   TUNE(64, 64, 4, 1, false, 2);
