@@ -1715,15 +1715,12 @@ Path choose_path(const DecodeParams& p, bool hopper) {
     using Tr = typename decltype(cfg)::Traits;
     regular = Tr::smem_bytes(layout<Tr>(p).rows_cta);
   });
-  const int64_t optin = device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, current_device());
   const bool small_dims = decode_head_dim_bucket(p.head_dim) <= 128;
-  if (regular > optin && !small_dims) {
-    throw std::runtime_error("device: flash_decode with head_dim " + std::to_string(p.head_dim) +
-                             " needs " + std::to_string(regular) +
-                             " bytes of shared memory per block, the device allows " +
-                             std::to_string(optin) + " (head_dim <= 128 runs on it)");
-  }
-  path.compact = small_dims && (regular > optin || g_copy_mode == DecodeCopyMode::kCompact);
+  if (!small_dims)
+    require_smem_per_block(regular, "flash_decode with head_dim " + std::to_string(p.head_dim),
+                           " (head_dim <= 128 runs on it)");
+  path.compact = small_dims && (regular > smem_per_block_optin(current_device()) ||
+                                g_copy_mode == DecodeCopyMode::kCompact);
   return path;
 }
 

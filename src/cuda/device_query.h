@@ -4,7 +4,10 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cstdint>
 #include <cstdlib>
+#include <stdexcept>
+#include <string>
 
 #include "cuda/cuda_api.h"
 
@@ -28,6 +31,10 @@ inline int compute_capability_major(int device) {
   return device_attribute(cudaDevAttrComputeCapabilityMajor, device);
 }
 
+// Opt-in dynamic shared memory per block of sm_86 / sm_89 parts (RTX 30 / 40, A10, L4, L40), the
+// smallest the tiles are sized for.
+constexpr int kSm86MaxSmemBytes = 99 * 1024;
+
 inline int smem_per_block_optin(int device) {
   return device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
 }
@@ -37,6 +44,23 @@ inline int smem_per_block_optin(int device) {
 inline bool compact_tiles_forced() {
   const char* force = std::getenv("FLASHMIN_FORCE_COMPACT");
   return force != nullptr && force[0] == '1';
+}
+
+// Whether a bucket that has compact tiles takes them: its regular tiles need more shared memory
+// per block (`regular_bytes`) than the current device allows, or FLASHMIN_FORCE_COMPACT=1.
+inline bool take_compact_tiles(int64_t regular_bytes) {
+  return compact_tiles_forced() || regular_bytes > smem_per_block_optin(current_device());
+}
+
+// Throws a runtime_error ("device: <what> needs N bytes of shared memory per block, the device
+// allows M<hint>") where `bytes` exceed the current device's opt-in limit.
+inline void require_smem_per_block(int64_t bytes, const std::string& what,
+                                   const std::string& hint = "") {
+  const int optin = smem_per_block_optin(current_device());
+  if (bytes > optin)
+    throw std::runtime_error("device: " + what + " needs " + std::to_string(bytes) +
+                             " bytes of shared memory per block, the device allows " +
+                             std::to_string(optin) + hint);
 }
 
 }  // namespace flashmin::cuda

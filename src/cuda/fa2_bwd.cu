@@ -665,14 +665,11 @@ void run_fa2_bwd_sm80(const AttnBwdParams& p, cudaStream_t stream) {
   // (lse2 is unused by the sm80 kernel of buckets without kLseAsync, so a refused sm90 launch
   // may fall back to it.) The regular tiles where they fit the device's shared memory per
   // block, else (sm_86 / sm_89, 99 KB) the compact ones.
-  bool compact = false;
   if constexpr (kBwdHasCompact<kD>) {
-    compact = compact_tiles_forced() ||
-              std::max(Tr::kSmemBytes, Tr::kDqSmemBytes) > smem_per_block_optin(current_device());
-  }
-  if (compact) {
-    if constexpr (kBwdHasCompact<kD>)
+    if (take_compact_tiles(std::max(Tr::kSmemBytes, Tr::kDqSmemBytes)))
       launch_fa2_bwd_sm80_tiles<T, kD, true>(p, sm90, delta, lse2, dq_accum, stream);
+    else
+      launch_fa2_bwd_sm80_tiles<T, kD, false>(p, sm90, delta, lse2, dq_accum, stream);
   } else {
     launch_fa2_bwd_sm80_tiles<T, kD, false>(p, sm90, delta, lse2, dq_accum, stream);
   }

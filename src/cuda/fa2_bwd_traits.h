@@ -11,12 +11,13 @@
 // over K_j, V_j blocks of kDqBlockN keys in a fixed order.
 #pragma once
 
+#include "cuda/device_query.h"  // kSm86MaxSmemBytes
+
 namespace flashmin::cuda {
 
 // Opt-in dynamic shared memory per block on sm_80 (A100): 163 KB; on sm_86 / sm_89 (RTX 30 / 40,
 // A10, L4, L40): 99 KB.
 constexpr int kSm80MaxSmemBytes = 163 * 1024;
-constexpr int kSm86MaxSmemBytes = 99 * 1024;
 
 // kCompact: the tiles for 99 KB parts (4 warps, B_c = 64 or 32, fewer stages), taken where the
 // regular tiles do not fit the device (run_fa2_bwd_sm80; FLASHMIN_FORCE_COMPACT=1 forces them).

@@ -533,13 +533,8 @@ void fa2_fwd_sm80_launch(const AttnParams& p, cudaStream_t stream) {
   args.T_r = static_cast<int>(T_r);
 
   const size_t smem = Tr::template smem_bytes<T>();
-  const int smem_optin =
-      device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, current_device());
-  if (static_cast<int64_t>(smem) > smem_optin)
-    throw std::runtime_error("device: the FA2 forward tile for head_dim " +
-                             std::to_string(p.head_dim) + " needs " + std::to_string(smem) +
-                             " bytes of shared memory per block, the device allows " +
-                             std::to_string(smem_optin));
+  require_smem_per_block(static_cast<int64_t>(smem),
+                         "the FA2 forward tile for head_dim " + std::to_string(p.head_dim));
   auto kernel = fa2_fwd_sm80_kernel<T, Tr>;
   FM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      static_cast<int>(smem)));
@@ -557,9 +552,8 @@ void fa2_fwd_sm80(const AttnParams& p, cudaStream_t stream) {
     using Regular = Fa2FwdSm80Traits<kD>;
     using Compact = typename Fa2FwdSm80CompactTraits<kD>::type;
     if constexpr (!std::is_same_v<Regular, Compact>) {
-      static_assert(Compact::template smem_bytes<T>() <= 99 * 1024, "compact tile > 99 KB");
-      if (compact_tiles_forced() || static_cast<int64_t>(Regular::template smem_bytes<T>()) >
-                                        smem_per_block_optin(current_device()))
+      static_assert(Compact::template smem_bytes<T>() <= kSm86MaxSmemBytes, "compact tile");
+      if (take_compact_tiles(static_cast<int64_t>(Regular::template smem_bytes<T>())))
         return fa2_fwd_sm80_launch<T, Compact>(p, stream);
     }
     fa2_fwd_sm80_launch<T, Regular>(p, stream);

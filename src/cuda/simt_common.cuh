@@ -113,12 +113,8 @@ void launch(Kernel kernel, int64_t blocks, int smem, cudaStream_t stream, const 
   if (blocks <= 0) return;
   if (smem > 48 * 1024) {
     // 99 KB parts (sm_86 / sm_89) have less than some fp32 tiles need: say so plainly.
-    const int optin = smem_per_block_optin(current_device());
-    if (smem > optin)
-      throw std::runtime_error("device: this CUDA-core (fp32 / FA1) attention tile needs " +
-                               std::to_string(smem) + " bytes of shared memory per block, the " +
-                               "device allows " + std::to_string(optin) +
-                               " (use fp16 / bf16, or a smaller head dim)");
+    require_smem_per_block(smem, "this CUDA-core (fp32 / FA1) attention tile",
+                           " (use fp16 / bf16, or a smaller head dim)");
     FM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   }
   kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(arg);
