@@ -2,10 +2,13 @@
 # One device call: A/B timing of compile-time variants of the decode kernels (src/cuda/decode.cu)
 # in tests/cuda/decode_check.cu. Usage: scripts/decode_variants.sh "name=-DFLAG=1 ..." ...
 # (the first variant is the baseline; "name=@path/decode.cu -DFLAG" compiles another version of
-# the file). Env: CHECK="name ..." runs the correctness suite of those variants first; FLUSH="read fill" adds
-# passes with a read flush (clean L2) / a fill kernel (as do_bench's zero_()); SDPA=1 times SDPA flash/cuDNN on the same shapes; NCU="name ..."
-# prints ncu's speed-of-light lines of those variants, TIMELINE="name ..." their per-CTA
-# timeline (both below); FLOOR=1 times read-only kernels over the same bytes. Output in $OUT.
+# the file). Env: CHECK="name ..." runs the correctness suite of those variants first;
+# FLUSH="read fill" adds passes with a read flush (clean L2) / a fill kernel (as do_bench's
+# zero_()); SHAPES="B:L:splits[:w|c|t],..." times those configurations (decode_check --shapes,
+# rows per split count) instead of --quick; SDPA=1 times SDPA flash/cuDNN on the same shapes;
+# NCU="name ..." prints ncu's speed-of-light lines of those variants, TIMELINE="name ..." their
+# per-CTA timeline (both below); FLOOR=1 times read-only kernels over the same bytes. Output in
+# $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 out=${OUT:-gpu_out}
@@ -37,13 +40,14 @@ if [ -n "${CHECK:-}" ]; then
 fi
 for pass in memset ${FLUSH:-}; do
   for name in "${names[@]}"; do
-    FM_FLUSH=$pass timeout 200 "$obj/check_$name" --bench-only --quick \
+    if [ -n "${SHAPES:-}" ]; then bench=(--shapes "$SHAPES"); else bench=(--quick); fi
+    FM_FLUSH=$pass timeout 200 "$obj/check_$name" --bench-only "${bench[@]}" \
       > "$out/bench_${pass}_$name.txt" 2>&1 || rc=1
   done
 done
-python3 - "$out" "${FLUSH:-}" "${names[@]}" <<'PY'
+python3 - "$out" "${FLUSH:-}" "${SHAPES:+1}" "${names[@]}" <<'PY'
 import re, statistics, sys
-out, extra, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+out, extra, by_splits, names = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4:]
 for flush in ["memset"] + extra.split():
     rows, copy = {}, None
     for n in names:
@@ -52,7 +56,8 @@ for flush in ["memset"] + extra.split():
                 copy = float(re.search(r"([\d.]+) GB/s", line).group(1))
             m = re.match(r"BENCH \S+\s+(B=\s*\d+\s+L=\d+\s+Sq=\d+ \S+) splits=(\d+).*queued=\s*([\d.]+) us", line)
             if m:
-                rows.setdefault(" ".join(m.group(1).split()), {}).setdefault(n, []).append((float(m.group(3)), m.group(2)))
+                key = " ".join(m.group(1).split()) + (f" s={m.group(2)}" if by_splits else "")
+                rows.setdefault(key, {}).setdefault(n, []).append((float(m.group(3)), m.group(2)))
     print(f"\n{flush} flush, copy {copy} GB/s: best of 2 rounds, us (splits) [% of copy]")
     print("shape | " + " | ".join(names) + " | base/variant")
     for key, v in rows.items():

@@ -13,6 +13,7 @@ from ._native import (
     kernel_ready,
     native_dtype,
     new_output,
+    new_output_like,
     softmax_scale,
     strides,
 )
@@ -101,19 +102,30 @@ def decode_impl(
     if k_new is None:  # read-only: a copy of an unusual layout is fine
         k_cache, v_cache = kernel_ready(k_cache), kernel_ready(v_cache)
     b, hq, sq, d = q.shape
-    out = new_output(q.shape, q.dtype, q.device)
+    out = new_output_like(q)
     lse = new_output((b, hq, sq), torch.float32, q.device) if want_lse else None
-    p = _C.DecodeParams()
-    p.q, p.q_strides = q.data_ptr(), strides(q)
-    p.k_cache, p.v_cache = k_cache.data_ptr(), v_cache.data_ptr()
-    p.k_cache_strides, p.v_cache_strides = strides(k_cache), strides(v_cache)
-    p.o, p.o_strides = out.data_ptr(), strides(out)
+    p = _C.DecodeParams(
+        q.data_ptr(),
+        strides(q),
+        k_cache.data_ptr(),
+        strides(k_cache),
+        v_cache.data_ptr(),
+        strides(v_cache),
+        out.data_ptr(),
+        strides(out),
+        0 if cache_seqlens is None else cache_seqlens.data_ptr(),
+        b,
+        hq,
+        k_cache.shape[1],
+        sq,
+        d,
+        k_cache.shape[2],  # the page size when paged: replaced below
+        softmax_scale(scale, d),
+        native_dtype(q.dtype),
+        num_splits or 0,
+    )
     if lse is not None:
         p.lse = lse.data_ptr()
-    p.batch, p.heads_q, p.seqlen_q, p.head_dim = b, hq, sq, d
-    p.heads_kv = k_cache.shape[1]
-    if cache_seqlens is not None:
-        p.cache_seqlens = cache_seqlens.data_ptr()
     if block_table is not None:
         p.block_table = block_table.data_ptr()
         p.block_table_stride = block_table.stride(0)
@@ -121,16 +133,11 @@ def decode_impl(
         p.num_pages = k_cache.shape[0]
         p.page_size = k_cache.shape[2]
         p.max_seqlen_k = block_table.shape[1] * k_cache.shape[2]
-    else:
-        p.max_seqlen_k = k_cache.shape[2]
     if k_new is not None:
         k_new, v_new = kernel_ready(k_new), kernel_ready(v_new)
         p.k_new, p.v_new = k_new.data_ptr(), v_new.data_ptr()
         p.k_new_strides, p.v_new_strides = strides(k_new), strides(v_new)
         p.seqlen_new = k_new.shape[2]
-    p.scale = softmax_scale(scale, d)
-    p.dtype = native_dtype(q.dtype)
-    p.num_splits = num_splits or 0
     device, stream = device_and_stream(q)
     ws = attach_workspace(p, _C.decode_plan(p, device), q.device)
     _C.decode(p, device, stream)

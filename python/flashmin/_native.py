@@ -73,3 +73,11 @@ def new_output(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     if POISON_OUTPUTS:
         return torch.full(shape, float("nan"), dtype=dtype, device=device)
     return torch.empty(shape, dtype=dtype, device=device)
+
+
+def new_output_like(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous output with t's shape, dtype and device, as the ops' fake implementations
+    promise (empty_like with the format spelled out: ~1.5 us less host time than empty)."""
+    if POISON_OUTPUTS:
+        return torch.full_like(t, float("nan"), memory_format=torch.contiguous_format)
+    return torch.empty_like(t, memory_format=torch.contiguous_format)

@@ -113,6 +113,20 @@ def flash_decode(
     return (out, lse) if return_lse else out
 
 
+def _private_mode_probes():
+    """torch's private checks for an active torch function / dispatch mode, looked up once (an
+    import inside _eager_plain_call cost ~1 us per call); None where they moved."""
+    try:
+        from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+        return torch._C._is_torch_function_mode_enabled, _get_current_dispatch_mode
+    except (AttributeError, ImportError):
+        return None
+
+
+_MODE_PROBES = _private_mode_probes()
+
+
 def _eager_plain_call(*tensors) -> bool:
     """Whether flash_decode / flash_attention may call an op's implementation directly instead
     of the torch.library op: eager mode with plain tensors, no torch function or dispatch mode
@@ -122,14 +136,13 @@ def _eager_plain_call(*tensors) -> bool:
     the op."""
     if torch.compiler.is_compiling() or torch.jit.is_tracing():  # graphs must record the op
         return False
-    try:
-        from torch.utils._python_dispatch import _get_current_dispatch_mode
-
-        if torch._C._is_torch_function_mode_enabled() or _get_current_dispatch_mode() is not None:
-            return False
-    except (AttributeError, ImportError):  # private helpers moved: take the op
+    if _MODE_PROBES is None:  # private helpers moved: take the op
+        return False
+    function_mode_enabled, current_dispatch_mode = _MODE_PROBES
+    if function_mode_enabled() or current_dispatch_mode() is not None:
         return False
     grad = torch.is_grad_enabled()
-    return all(
-        t is None or (type(t) is torch.Tensor and not (grad and t.requires_grad)) for t in tensors
-    )
+    for t in tensors:
+        if t is not None and (type(t) is not torch.Tensor or (grad and t.requires_grad)):
+            return False
+    return True

@@ -827,6 +827,18 @@ void correctness_suite() {
     c.name = "9 sequences, G16 (16 rows)";
     c.splits = {3, 7, 0};
     run_case(c);
+    // Few columns, 9-16 splits: clusters larger than the portable 8 where the build allows
+    // them (FM_DECODE_MAX_CLUSTER), else the combine.
+    Case d;
+    d.dt = dt;
+    d.B = 2;
+    d.Hq = 8;
+    d.Hk = 2;
+    d.S_max = 4096;
+    d.seqlens = {4000, 37};
+    d.splits = {9, 12, 16};
+    d.name = "2 sequences, 9-16 splits (large clusters)";
+    run_case(d);
   }
   // 8. seqlens == nullptr (every sequence S_max), long sequence with heuristic split.
   {

@@ -1,7 +1,8 @@
 """Device probe of flashmin.flash_decode as the package runs it (not a test): the split count the
 planner picks, do_bench medians (with the 256 MB flush, as python -m flashmin times it), the host
-time per call (launches queued without synchronising), and the GPU time of a CUDA-graph replay
-(no host work). Usage on the GPU machine, after installing the package:
+time per call (launches queued without synchronising), the GPU time of a CUDA-graph replay (no
+host work), and an eager decode loop against SDPA (eager_steps). Usage on the GPU machine, after
+installing the package:
     python3 tests/cuda/decode_package_probe.py"""
 
 import time
@@ -129,6 +130,50 @@ def host_breakdown(b=8, length=8192):
         print(f"HOST {name:40s} {best:7.1f} us")
 
 
+def eager_steps():
+    """A decode loop as an eager user runs it: host microseconds per queued call, and the wall
+    time per call of 200 back-to-back calls (the larger of host and GPU time), for flash_decode
+    and for SDPA's cuDNN and flash backends (GQA through enable_gqa) on the same tensors."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.functional import scaled_dot_product_attention as sdpa
+
+    dev = "cuda"
+
+    def per_call(fn, n=200):
+        for _ in range(20):
+            fn()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        host = (time.perf_counter() - t0) / n * 1e6
+        torch.cuda.synchronize()
+        wall = (time.perf_counter() - t0) / n * 1e6
+        return host, wall
+
+    for b, length in [(1, 1024), (1, 4096), (8, 2048), (1, 16384), (16, 4096)]:
+        q = torch.randn(b, 32, 1, 128, device=dev, dtype=torch.bfloat16)
+        k = torch.randn(b, 8, length, 128, device=dev, dtype=torch.bfloat16)
+        v = torch.randn_like(k)
+        lens = torch.full((b,), length, dtype=torch.int32, device=dev)
+        cells = {"flashmin": per_call(lambda: flashmin.flash_decode(q, k, v, lens))}
+        for name, backend in (
+            ("cudnn", SDPBackend.CUDNN_ATTENTION),
+            ("flash", SDPBackend.FLASH_ATTENTION),
+        ):
+            try:
+                with sdpa_kernel(backend):
+                    cells[name] = per_call(lambda: sdpa(q, k, v, enable_gqa=True))
+            except RuntimeError as e:  # backend not available for this shape
+                cells[name] = None
+                print(f"EAGER {name} B={b} L={length}: {str(e).splitlines()[0]}")
+        text = " ".join(
+            f"{n} host={c[0]:.1f} wall={c[1]:.1f}" for n, c in cells.items() if c is not None
+        )
+        print(f"EAGER B={b} L={length} (us per call) {text}")
+
+
 if __name__ == "__main__":
     main()
     host_breakdown()
+    eager_steps()
