@@ -1554,10 +1554,6 @@ cudaLaunchConfig_t launch_config(dim3 grid, int threads, int64_t smem, cudaStrea
   return cfg;
 }
 
-// Dynamic shared memory that leaves room for one CTA per SM on sm_90 (228 KB per SM, 1 KB of it
-// reserved per CTA; the opt-in limit per block is 227 KB).
-constexpr int64_t kOneCtaPerSmBytes = 116 * 1024;
-
 // Whether launching `ctas` CTAs of `kernel` as clusters of `cluster` CTAs keeps as many resident
 // as a plain launch would (min(ctas, SMs x blocks per SM)): clusters must fit inside one GPC,
 // which can leave slots unused (H200, 2 CTAs/SM of 115 KB: clusters of 4 ran 1.3x slower than the
@@ -1575,19 +1571,11 @@ bool clusters_keep_occupancy(Kernel* kernel, int threads, int64_t smem, int clus
     cfg.attrs = &attr;
     cfg.numAttrs = 1;
     int n = 0;
-    if (cluster > kPortableClusterSize) {
-      (void)cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-    }
     if (raise_dynamic_smem(kernel, smem) != cudaSuccess ||
         cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) != cudaSuccess) {
       n = 0;  // query failed: no cluster launch
     }
     (void)cudaGetLastError();
-#ifdef FM_DECODE_PRINT_CLUSTERS
-    std::fprintf(stderr, "CLUSTERS size %d smem %lld: %d resident, plain %lld\n", cluster,
-                 (long long)smem, n,
-                 (long long)(int64_t(sm_count(device)) * blocks_per_sm(kernel, threads, smem)));
-#endif
     return std::make_pair(n, int64_t(sm_count(device)) * blocks_per_sm(kernel, threads, smem));
   });
   return clusters > 0 && int64_t(clusters) * cluster >= std::min(ctas, plain);
@@ -1905,25 +1893,14 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
     auto launch = [&](auto cfg_split, const CUtensorMap& tm_k, const CUtensorMap& tm_v,
                       bool full_rows) {
       using TrS = typename decltype(cfg_split)::Traits;
-      int64_t smem = TrS::smem_bytes(l.rows_cta);
+      const int64_t smem = TrS::smem_bytes(l.rows_cta);
       auto* kernel = decode_split_kernel<T, TrS::kHeadDim, TrS::kBulk, TrS::kCompact, TrS::kWide,
                                          TrS::kKeyMajor>;
-      bool cluster =
-          TrS::kClusterMerge && splits > 1 && splits <= kDecodeMaxClusterSplits && g_allow_cluster;
-      if (cluster) {
-        // Clusters larger than the portable 8 only with one CTA per SM: asked for more shared
-        // memory than half an SM holds, so the scheduler cannot pack two of a cluster on one SM.
-#ifndef FM_DECODE_CLUSTER_ONE_PER_SM
-#define FM_DECODE_CLUSTER_ONE_PER_SM 0
-#endif
-        const int64_t cluster_smem = splits > kPortableClusterSize || FM_DECODE_CLUSTER_ONE_PER_SM
-                                         ? std::max<int64_t>(smem, kOneCtaPerSmBytes)
-                                         : smem;
-        cluster = clusters_keep_occupancy(kernel, TrS::kThreads, cluster_smem, int(splits),
-                                          int64_t(grid.x) * splits);
-        if (cluster) smem = cluster_smem;
-      }
       FM_CUDA_CHECK(raise_dynamic_smem(kernel, smem));
+      const bool cluster = TrS::kClusterMerge && splits > 1 && splits <= kDecodeMaxClusterSplits &&
+                           g_allow_cluster &&
+                           clusters_keep_occupancy(kernel, TrS::kThreads, smem, int(splits),
+                                                   int64_t(grid.x) * splits);
       combine = splits > 1 && !cluster;
       float* o_part = combine ? static_cast<float*>(p.workspace) : nullptr;
       float* lse_part = combine ? o_part + splits * l.total_rows * p.head_dim : nullptr;

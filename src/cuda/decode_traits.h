@@ -172,11 +172,7 @@ constexpr int64_t kDecodeMinKeysPerSplit = 256;
 constexpr int64_t kDecodeMaxSplits = 256;
 // At most this many splits are merged inside a thread-block cluster (sm_90; 8 is the portable
 // cluster size); more go through partials in global memory and the combine kernel.
-#ifndef FM_DECODE_MAX_CLUSTER
-#define FM_DECODE_MAX_CLUSTER 8
-#endif
-constexpr int kDecodeMaxClusterSplits = FM_DECODE_MAX_CLUSTER;
-constexpr int kPortableClusterSize = 8;
+constexpr int kDecodeMaxClusterSplits = 8;
 
 // Tuning / test hook (not part of the public API): how K/V reach shared memory and whether
 // the combine kernel uses programmatic dependent launch. Defaults: tensor copies (TMA) and PDL
