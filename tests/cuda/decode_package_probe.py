@@ -3,8 +3,9 @@ planner picks, do_bench medians (with the 256 MB flush, as python -m flashmin ti
 time per call (launches queued without synchronising), the GPU time of a CUDA-graph replay (no
 host work), and an eager decode loop against SDPA (eager_steps). Usage on the GPU machine, after
 installing the package:
-    python3 tests/cuda/decode_package_probe.py"""
+    python3 tests/cuda/decode_package_probe.py [--eager-only]"""
 
+import sys
 import time
 
 import torch
@@ -174,6 +175,7 @@ def eager_steps():
 
 
 if __name__ == "__main__":
-    main()
-    host_breakdown()
+    if "--eager-only" not in sys.argv:
+        main()
+        host_breakdown()
     eager_steps()
