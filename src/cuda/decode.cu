@@ -374,14 +374,14 @@ __device__ __forceinline__ void warp_step_row_major(float (&O)[Tr::kHeadDim / 8]
 // C layout: lane holds keys (or head-dim columns) lane/4 and lane/4 + 8 of query rows
 // 2*(lane%4) + {0, 1}; m, l are those two rows' running max (log2 units) and partial sum (the
 // lanes with the same lane%4 hold the rest of the sum).
-template <class Tr, typename T, class WaitV>
+template <class Tr, typename T>
 __device__ __forceinline__ void warp_step_key_major(float (&Ot)[Tr::kHeadDim / 16][4],
                                                     float (&m)[2], float (&l)[2],
                                                     const uint32_t (&qf)[Tr::kHeadDim / 16][2],
                                                     const T* Ks, const T* Vs, int c0, int lane,
                                                     KvLines kl, int64_t key0, bool need_mask,
                                                     int64_t causal_limit, const int64_t (&t_row)[2],
-                                                    float scale_log2, int kv_valid, WaitV wait_v) {
+                                                    float scale_log2, int kv_valid) {
   constexpr int kSteps = Tr::kHeadDim / 16;
   static_assert(Tr::kPadColsZero, "the key-major loops run over the whole bucket");
   // S^T, as two accumulators over the even / odd head-dim steps (two short mma chains). All
@@ -432,7 +432,6 @@ __device__ __forceinline__ void warp_step_key_major(float (&Ot)[Tr::kHeadDim / 1
   // the sequence's end may hold NaN (P = 0 does not cancel it): zero them in registers.
   uint32_t keep_lo, keep_hi;
   v_key_masks(lane, kv_valid, keep_lo, keep_hi);
-  wait_v();  // V_j has landed (a no-op where K_j and V_j share one barrier)
   // (keys 0-7, columns 0-7), (keys 0-7, 8-15), (keys 8-15, 0-7), (8-15, 8-15) of each step;
   // padded columns only feed O^T rows that are never written out.
 #pragma unroll
@@ -521,7 +520,7 @@ __device__ __forceinline__ void issue_kv_block(const DecodeParams& p, const CUte
                                                const CUtensorMap* tm_v, bool full_row_boxes,
                                                int64_t b, int64_t hk, int64_t L, int64_t blk,
                                                int log2_page, T* Ks, T* Vs, uint64_t* full,
-                                               uint64_t* full_v, bool& bad, uint32_t* bad_flag) {
+                                               bool& bad, uint32_t* bad_flag) {
   constexpr int kBc = Tr::kBc, kD = Tr::kHeadDim;
   constexpr int kMaxSub = kBc / 16;  // page_size >= 16
   const int head_dim = int(p.head_dim);
@@ -547,31 +546,23 @@ __device__ __forceinline__ void issue_kv_block(const DecodeParams& p, const CUte
   }
   bad |= block_bad;
   if (bad_flag != nullptr) *bad_flag = block_bad ? 1u : 0u;
-  // full_v (when given): V's copies complete there, K's on full.
-  uint64_t* v_bar = full_v != nullptr ? full_v : full;
   if constexpr (FM_DECODE_DIAG == 2) {
     mbar_arrive_expect_tx(full, 0);  // diagnostic: no copies
-    if (full_v != nullptr) mbar_arrive_expect_tx(full_v, 0);
     return;
   }
-  if (full_v != nullptr) {
-    mbar_arrive_expect_tx(full, bytes / 2);
-    mbar_arrive_expect_tx(full_v, bytes / 2);
-  } else {
-    mbar_arrive_expect_tx(full, bytes);
-  }
+  mbar_arrive_expect_tx(full, bytes);
 #pragma unroll
   for (int i = 0; i < kMaxSub; ++i) {
     if (slot[i] < 0) continue;
     if (full_row_boxes) {  // head_dim == kD: one box of whole rows
       const int off = i * sub_rows * kD;
       tma_load_5d(Ks + off, tm_k, 0, 0, pos[i], int(hk), slot[i], full);
-      tma_load_5d(Vs + off, tm_v, 0, 0, pos[i], int(hk), slot[i], v_bar);
+      tma_load_5d(Vs + off, tm_v, 0, 0, pos[i], int(hk), slot[i], full);
     } else {
       for (int db = 0; db < d_boxes; ++db) {
         const int off = db * kBc * Tr::kBoxCols + i * sub_rows * Tr::kBoxCols;
         tma_load_4d(Ks + off, tm_k, db * Tr::kBoxCols, pos[i], int(hk), slot[i], full);
-        tma_load_4d(Vs + off, tm_v, db * Tr::kBoxCols, pos[i], int(hk), slot[i], v_bar);
+        tma_load_4d(Vs + off, tm_v, db * Tr::kBoxCols, pos[i], int(hk), slot[i], full);
       }
     }
   }
@@ -815,7 +806,6 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
   uint64_t* full_bar = reinterpret_cast<uint64_t*>(Ls + Tr::kWarps * Tr::kRowTile +
                                                    Tr::kWarps * Tr::kRowTile * Tr::kKeyChunk);
   uint64_t* empty_bar = full_bar + kStages;
-  uint64_t* full_v_bar = Tr::kSplitKvBarriers ? empty_bar + kStages : nullptr;
   float* Os = reinterpret_cast<float*>(KVs);  // epilogue: [warps][16][kOStride], reuses stages
 
   // ---- This sequence's length and this split's key blocks [blk_begin, blk_end).
@@ -854,7 +844,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
     T* Vs = Ks + kBc * kD;
     if constexpr (kBulk) {
       issue_kv_block<Tr>(p, &tm_k, &tm_v, full_row_boxes, b, hk, L, blk, log2_page, Ks, Vs,
-                         &full_bar[stage], full_v_bar ? &full_v_bar[stage] : nullptr, bad, nullptr);
+                         &full_bar[stage], bad, nullptr);
     } else {
 #pragma unroll
       for (int it = 0; it < Tr::kVecsPerThread; ++it) {
@@ -896,7 +886,6 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
       for (int s = 0; s < kStages; ++s) {
         mbar_init(&full_bar[s], 1);
         mbar_init(&empty_bar[s], Tr::kWarps);
-        if (full_v_bar) mbar_init(&full_v_bar[s], 1);
       }
       for (int s = 0; s < kStages; ++s) {
         if (blk_begin + s < blk_end) load_kv(blk_begin + s, s);
@@ -959,19 +948,16 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
     if (lane == 0) {
       for (int64_t blk = blk_begin + kStages; blk < blk_end; ++blk) {
         const int it = int(blk - blk_begin), stage = it % kStages;
-        if constexpr (FM_DECODE_DIAG == 3) {
-          mbar_wait(&full_bar[stage], ((it / kStages) - 1) & 1);  // its last copies landed
-          if (full_v_bar) mbar_wait(&full_v_bar[stage], ((it / kStages) - 1) & 1);
-        } else {
+        if constexpr (FM_DECODE_DIAG == 3)
+          mbar_wait(&full_bar[stage], ((it / kStages) - 1) & 1);  // its last copy landed
+        else
           FM_TL_TIME(kTlWaitEmpty, mbar_wait(&empty_bar[stage], ((it / kStages) - 1) & 1));
-        }
         load_kv(blk, stage);
       }
       if constexpr (FM_DECODE_DIAG == 3) {  // nothing may be in flight when the CTA exits
         for (int64_t blk = max(blk_begin, blk_end - kStages); blk < blk_end; ++blk) {
           const int it = int(blk - blk_begin);
           mbar_wait(&full_bar[it % kStages], (it / kStages) & 1);
-          if (full_v_bar) mbar_wait(&full_v_bar[it % kStages], (it / kStages) & 1);
         }
       }
 #if FM_DECODE_TIMELINE
@@ -1019,24 +1005,16 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kK
           if (key0 >= L) break;
           const bool need_mask = key0 + Tr::kKeyChunk - 1 > causal_limit;
           const int kv_valid = int(min(int64_t(Tr::kKeyChunk), L - key0));
-          // V_j's barrier (split barriers): waited inside the key-major step after QK^T, before
-          // the row-major step.
-          auto wait_v = [&] {
-            if constexpr (Tr::kSplitKvBarriers) mbar_wait(&full_v_bar[stage], (it / kStages) & 1);
-          };
           if constexpr (Tr::kKeyMajor) {
             warp_step_key_major<Tr>(Ot, m_i, l_i, qf, Ks, Vs, c * Tr::kKeyChunk, lane, kl, key0,
-                                    need_mask, causal_limit, t_row, scale_log2, kv_valid, wait_v);
+                                    need_mask, causal_limit, t_row, scale_log2, kv_valid);
           } else {
-            wait_v();
             warp_step_row_major<Tr>(O, m_i, l_i, Qs, rt * Tr::kRowTile, Ks, Vs, c * Tr::kKeyChunk,
                                     lane, head_dim, kl, Pw, key0, need_mask, causal_limit, t_row,
                                     scale_log2, kv_valid);
           }
         }
       });
-    if constexpr (FM_DECODE_DIAG == 1 && Tr::kSplitKvBarriers)  // no math: V waited here
-      mbar_wait(&full_v_bar[stage], (it / kStages) & 1);
     if constexpr (kBulk) {
       __syncwarp();  // the whole warp is done reading this stage: release it to the producer
       if (lane == 0) mbar_arrive(&empty_bar[stage]);
@@ -1238,9 +1216,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, true, false, false, true>:
   float* Ls = Ms + kWarps * kRows;
   uint64_t* full_bar = reinterpret_cast<uint64_t*>(Ls + kWarps * kRows);
   uint64_t* empty_bar = full_bar + kStages;
-  uint64_t* full_v_bar = Tr::kSplitKvBarriers ? empty_bar + kStages : nullptr;
-  uint32_t* bad_flags =
-      reinterpret_cast<uint32_t*>(empty_bar + (Tr::kSplitKvBarriers ? 2 : 1) * kStages);
+  uint32_t* bad_flags = reinterpret_cast<uint32_t*>(empty_bar + kStages);  // per stage
   auto stage_k = [&](int stage) { return KVs + stage * 2 * kBc * kD; };
   auto consumers_sync = [] { named_barrier_sync(1, kConsumers); };
 
@@ -1256,7 +1232,6 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, true, false, false, true>:
       for (int s = 0; s < kStages; ++s) {
         mbar_init(&full_bar[s], 1);
         mbar_init(&empty_bar[s], kWarps);
-        if (full_v_bar) mbar_init(&full_v_bar[s], 1);
       }
     }
     pdl_wait_primary();
@@ -1288,8 +1263,8 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, true, false, false, true>:
         const int stage = g % kStages;
         if (g >= kStages) mbar_wait(&empty_bar[stage], ((g / kStages) - 1) & 1);
         issue_kv_block<Tr>(p, &tm_k, &tm_v, full_row_boxes, b, hk, L, blk, log2_page,
-                           stage_k(stage), stage_k(stage) + kBc * kD, &full_bar[stage],
-                           full_v_bar ? &full_v_bar[stage] : nullptr, bad, &bad_flags[stage]);
+                           stage_k(stage), stage_k(stage) + kBc * kD, &full_bar[stage], bad,
+                           &bad_flags[stage]);
       }
     }
     return;  // the compute warps synchronise among themselves only from here on
@@ -1331,10 +1306,7 @@ __global__ void __launch_bounds__(DecodeTraits<T, kD, true, false, false, true>:
         if (key0 >= L) break;
         warp_step_key_major<Tr>(Ot, m_i, l_i, qf, Ks, Ks + kBc * kD, c * Tr::kKeyChunk, lane, kl,
                                 key0, key0 + Tr::kKeyChunk - 1 > causal_limit, causal_limit, t_row,
-                                scale_log2, int(min(int64_t(Tr::kKeyChunk), L - key0)), [&] {
-                                  if constexpr (Tr::kSplitKvBarriers)
-                                    mbar_wait(&full_v_bar[stage], (g / kStages) & 1);
-                                });
+                                scale_log2, int(min(int64_t(Tr::kKeyChunk), L - key0)));
       }
       __syncwarp();
       if (blk + 1 < n_blocks && lane == 0) mbar_arrive(&empty_bar[stage]);  // the last: below

@@ -24,9 +24,6 @@ constexpr int decode_head_dim_bucket(int64_t d) { return d <= 64 ? 64 : d <= 128
 
 // Tensor-copy (sm_90) pipeline shape for rows of <= 256 bytes (16-bit D <= 128, fp32 D <= 64):
 // consumer warps, bytes per K_j + V_j stage and per pipeline (overridable for experiments).
-#ifndef FM_DECODE_KV_BARRIERS  // 1: separate K and V "full" barriers per stage (A/B switch)
-#define FM_DECODE_KV_BARRIERS 0
-#endif
 #ifndef FM_DECODE_BULK_WARPS
 #define FM_DECODE_BULK_WARPS 4
 #endif
@@ -162,12 +159,7 @@ struct DecodeTraits {
   }
   static constexpr int64_t ml_bytes() { return 2 * kWarps * kRowTile * 4; }
   static constexpr int64_t p_bytes() { return kWarps * kRowTile * kKeyChunk * 4; }
-  // Tensor-copy path: K_j and V_j of a stage land on separate "full" mbarriers, so the QK^T
-  // half of a step starts before V_j has landed.
-  static constexpr bool kSplitKvBarriers = kBulk && FM_DECODE_KV_BARRIERS;
-  static constexpr int64_t barrier_bytes() {  // full (K, V) + empty
-    return (kSplitKvBarriers ? 3 : 2) * 8 * kStages;
-  }
+  static constexpr int64_t barrier_bytes() { return 2 * 8 * kStages; }  // full + empty
   static constexpr int64_t smem_bytes(int64_t rows_cta) {
     return kSmemAlign + q_bytes(rows_cta) + int64_t(kStages) * kStageBytes + ml_bytes() +
            p_bytes() + barrier_bytes();
