@@ -253,10 +253,8 @@ void decode(const DecodeParams& p, int device, intptr_t stream) {
   if (p.batch == 0) return;
   if (device < 0) return cpu::decode(p);
 #ifdef FLASHMIN_WITH_CUDA
-  DecodeParams planned = p;
-  const int64_t need = cuda::decode_plan(planned, cuda::sm_count(device));
-  check_arg(p.workspace_bytes >= need, "workspace", "at least decode_plan()'s bytes",
-            p.workspace_bytes);
+  check_arg(p.workspace_bytes >= cuda::decode_workspace_bytes(p), "workspace",
+            "at least decode_plan()'s bytes", p.workspace_bytes);
   DeviceGuard guard(device);
   return cuda::decode(p, reinterpret_cast<cudaStream_t>(stream));
 #else

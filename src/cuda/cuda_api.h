@@ -31,6 +31,8 @@ void simt_fwd_tile_sizes(int64_t head_dim, int* block_r, int* block_c);
 // Picks p.num_splits when it is 0 (from batch, heads, S_max and the SM count); returns the
 // workspace bytes the launch will need with that split count.
 int64_t decode_plan(DecodeParams& p, int num_sms);
+// Workspace bytes decode() needs for p.num_splits (O_s and lse_s of every split; 0 for one).
+int64_t decode_workspace_bytes(const DecodeParams& p);
 void decode(const DecodeParams& p, cudaStream_t stream);
 
 }  // namespace flashmin::cuda

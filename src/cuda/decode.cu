@@ -1554,6 +1554,25 @@ cudaLaunchConfig_t launch_config(dim3 grid, int threads, int64_t smem, cudaStrea
   return cfg;
 }
 
+// A launch configuration and the attributes it points at (cfg.attrs points into attrs, so the
+// object is neither copied nor moved): an optional cluster of `cluster` splits along grid y,
+// then programmatic dependent launch where `pdl`.
+struct DecodeLaunch {
+  cudaLaunchConfig_t cfg;
+  cudaLaunchAttribute attrs[2];
+
+  DecodeLaunch(dim3 grid, int threads, int64_t smem, cudaStream_t stream, bool pdl, int cluster = 1)
+      : cfg(launch_config(grid, threads, smem, stream)), attrs{} {
+    unsigned n = 0;
+    if (cluster > 1) attrs[n++] = split_cluster_attribute(cluster);
+    if (pdl) attrs[n++] = pdl_attribute();
+    cfg.attrs = attrs;
+    cfg.numAttrs = n;
+  }
+  DecodeLaunch(const DecodeLaunch&) = delete;
+  DecodeLaunch& operator=(const DecodeLaunch&) = delete;
+};
+
 // Whether launching `ctas` CTAs of `kernel` as clusters of `cluster` CTAs keeps as many resident
 // as a plain launch would (min(ctas, SMs x blocks per SM)): clusters must fit inside one GPC,
 // which can leave slots unused (H200, 2 CTAs/SM of 115 KB: clusters of 4 ran 1.3x slower than the
@@ -1566,13 +1585,11 @@ bool clusters_keep_occupancy(Kernel* kernel, int threads, int64_t smem, int clus
   const int device = current_device();
   const auto key = std::make_tuple(device, reinterpret_cast<const void*>(kernel), smem, cluster);
   const auto [clusters, plain] = cached(g_active_clusters, key, [&] {
-    cudaLaunchConfig_t cfg = launch_config(dim3(1, unsigned(cluster)), threads, smem, nullptr);
-    cudaLaunchAttribute attr = split_cluster_attribute(cluster);
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
+    const DecodeLaunch one_cluster(dim3(1, unsigned(cluster)), threads, smem, nullptr, false,
+                                   cluster);
     int n = 0;
     if (raise_dynamic_smem(kernel, smem) != cudaSuccess ||
-        cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) != cudaSuccess) {
+        cudaOccupancyMaxActiveClusters(&n, kernel, &one_cluster.cfg) != cudaSuccess) {
       n = 0;  // query failed: no cluster launch
     }
     (void)cudaGetLastError();
@@ -1869,6 +1886,10 @@ int64_t decode_plan(DecodeParams& p, int num_sms) {
     }
     p.num_splits = splits;
   }
+  return decode_workspace_bytes(p);
+}
+
+int64_t decode_workspace_bytes(const DecodeParams& p) {
   if (p.num_splits <= 1) return 0;
   const int64_t total_rows = p.batch * p.heads_q * p.seqlen_q;
   return p.num_splits * total_rows * (p.head_dim + 1) * int64_t(sizeof(float));
@@ -1904,11 +1925,9 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
       combine = splits > 1 && !cluster;
       float* o_part = combine ? static_cast<float*>(p.workspace) : nullptr;
       float* lse_part = combine ? o_part + splits * l.total_rows * p.head_dim : nullptr;
-      cudaLaunchConfig_t cfg = launch_config(grid, TrS::kThreads, smem, stream);
-      cudaLaunchAttribute attrs[2] = {split_cluster_attribute(int(splits)), pdl_attribute()};
-      cfg.attrs = cluster ? attrs : attrs + 1;
-      cfg.numAttrs = (cluster ? 1 : 0) + (use_pdl(hopper) ? 1 : 0);
-      FM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<DecodeParams>(p),
+      DecodeLaunch split_launch(grid, TrS::kThreads, smem, stream, use_pdl(hopper),
+                                cluster ? int(splits) : 1);
+      FM_CUDA_CHECK(cudaLaunchKernelEx(&split_launch.cfg, kernel, static_cast<DecodeParams>(p),
                                        int(l.row_chunks), o_part, lse_part, tm_k, tm_v, full_rows));
       FM_CUDA_CHECK(cudaGetLastError());
     };
@@ -1953,12 +1972,11 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
                   ? g_persistent_blocked > 0
                   : !p.block_table && p.max_seqlen_k * p.head_dim * int64_t(sizeof(T)) >= (1 << 20);
           append_first(append_in_kernel(p, sizeof(T)));
-          cudaLaunchConfig_t cfg = launch_config(dim3(unsigned(ctas)), Tr::kThreads, smem, stream);
-          cudaLaunchAttribute attr = pdl_attribute();
-          cfg.attrs = &attr;
-          cfg.numAttrs = use_pdl(hopper) ? 1 : 0;
-          FM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<DecodeParams>(p), tm_k, tm_v,
-                                           full_rows, blocked_units));
+          DecodeLaunch persistent_launch(dim3(unsigned(ctas)), Tr::kThreads, smem, stream,
+                                         use_pdl(hopper));
+          FM_CUDA_CHECK(cudaLaunchKernelEx(&persistent_launch.cfg, kernel,
+                                           static_cast<DecodeParams>(p), tm_k, tm_v, full_rows,
+                                           blocked_units));
           FM_CUDA_CHECK(cudaGetLastError());
           return;
         }
@@ -1981,13 +1999,11 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
       const float* lse_part = o_part + splits * l.total_rows * p.head_dim;
       // Programmatic dependent launch (sm_90+): the combine is launched while the split kernel's
       // last wave runs and waits on griddepcontrol.wait, hiding the launch gap.
-      cudaLaunchConfig_t cfg =
-          launch_config(dim3(unsigned(l.total_rows)), kCombineThreads, 0, stream);
-      cudaLaunchAttribute attr = pdl_attribute();
-      cfg.attrs = &attr;
-      cfg.numAttrs = use_pdl(hopper) ? 1 : 0;
-      FM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, decode_combine_kernel<T>, static_cast<DecodeParams>(p),
-                                       o_part, lse_part, int(splits)));
+      DecodeLaunch combine_launch(dim3(unsigned(l.total_rows)), kCombineThreads, 0, stream,
+                                  use_pdl(hopper));
+      FM_CUDA_CHECK(cudaLaunchKernelEx(&combine_launch.cfg, decode_combine_kernel<T>,
+                                       static_cast<DecodeParams>(p), o_part, lse_part,
+                                       int(splits)));
       FM_CUDA_CHECK(cudaGetLastError());
     }
   });

@@ -114,3 +114,46 @@ def ops_dispatched(fn):
     with Record() as rec:
         fn()
     return rec.ops
+
+
+# ---- Checks shared by the forward, backward and compact-tile tests.
+
+
+def check_forward(out, lse, q, k, v, scale, is_causal):
+    ref_out, ref_lse = attention_ref(q, k, v, scale, is_causal)
+    assert not torch.isnan(out).any(), "unwritten or NaN output"
+    finite = torch.isfinite(ref_lse)
+    assert torch.equal(torch.isfinite(lse), finite)
+    if q.dtype == torch.float32:
+        assert rel_err(out, ref_out) < 2e-5
+    else:
+        assert_low_precision_close(out, torch_sdpa(q, k, v, scale, is_causal), ref_out, 2, "out")
+    assert (lse[finite].double() - ref_lse[finite]).abs().max().item() < 1e-3
+
+
+def run_backward(q, k, v, dout, is_causal, algorithm="fa2", deterministic=False):
+    import flashmin
+
+    q, k, v = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    out = flashmin.flash_attention(
+        q, k, v, is_causal=is_causal, algorithm=algorithm, deterministic=deterministic
+    )
+    out.backward(dout)
+    return q.grad, k.grad, v.grad
+
+
+def torch_grads(q, k, v, dout, is_causal):
+    q, k, v = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    torch_sdpa(q, k, v, None, is_causal).backward(dout)
+    return q.grad, k.grad, v.grad
+
+
+def check_grads(ours, q, k, v, dout, is_causal):
+    refs = grads_ref(q, k, v, dout, None, is_causal)
+    low = None if q.dtype == torch.float32 else torch_grads(q, k, v, dout, is_causal)
+    for i, name in enumerate(("dq", "dk", "dv")):
+        assert not torch.isnan(ours[i]).any(), f"{name} has NaN"
+        if low is None:
+            assert rel_err(ours[i], refs[i]) < 5e-5, name
+        else:
+            assert_low_precision_close(ours[i], low[i], refs[i], 3, name)

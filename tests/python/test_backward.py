@@ -7,7 +7,7 @@ import torch
 
 import flashmin
 
-from conftest import DEVICES, assert_low_precision_close, grads_ref, randn, rel_err, torch_sdpa
+from conftest import DEVICES, check_grads, grads_ref, randn, rel_err, run_backward
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # (B, Hq, Hk, Sq, Sk, D)
@@ -19,32 +19,6 @@ SHAPES = [
     (1, 4, 4, 239, 239, 128),
     (1, 2, 1, 33, 65, 256),
 ]
-
-
-def run_backward(q, k, v, dout, is_causal, algorithm="fa2", deterministic=False):
-    q, k, v = (t.detach().clone().requires_grad_() for t in (q, k, v))
-    out = flashmin.flash_attention(
-        q, k, v, is_causal=is_causal, algorithm=algorithm, deterministic=deterministic
-    )
-    out.backward(dout)
-    return q.grad, k.grad, v.grad
-
-
-def torch_grads(q, k, v, dout, is_causal):
-    q, k, v = (t.detach().clone().requires_grad_() for t in (q, k, v))
-    torch_sdpa(q, k, v, None, is_causal).backward(dout)
-    return q.grad, k.grad, v.grad
-
-
-def check_grads(ours, q, k, v, dout, is_causal):
-    refs = grads_ref(q, k, v, dout, None, is_causal)
-    low = None if q.dtype == torch.float32 else torch_grads(q, k, v, dout, is_causal)
-    for i, name in enumerate(("dq", "dk", "dv")):
-        assert not torch.isnan(ours[i]).any(), f"{name} has NaN"
-        if low is None:
-            assert rel_err(ours[i], refs[i]) < 5e-5, name
-        else:
-            assert_low_precision_close(ours[i], low[i], refs[i], 3, name)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_backward import check_grads, run_backward
-from test_forward import check_forward
 
 import flashmin
 
-from conftest import randn
+from conftest import check_forward, check_grads, randn, run_backward
 
 pytestmark = pytest.mark.gpu
 LOW = [torch.float16, torch.bfloat16]
