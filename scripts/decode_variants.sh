@@ -5,10 +5,10 @@
 # the file). Env: CHECK="name ..." runs the correctness suite of those variants first;
 # FLUSH="read fill" adds passes with a read flush (clean L2) / a fill kernel (as do_bench's
 # zero_()); SHAPES="B:L:splits[:w|c|t],..." times those configurations (decode_check --shapes,
-# rows per split count) instead of --quick; SDPA=1 times SDPA flash/cuDNN on the same shapes;
-# NCU="name ..." prints ncu's speed-of-light lines of those variants, TIMELINE="name ..." their
-# per-CTA timeline (both below); FLOOR=1 times read-only kernels over the same bytes. Output in
-# $OUT.
+# rows per split count) instead of --quick, FM_BENCH_D=n with head dim n; SDPA=1 times SDPA
+# flash/cuDNN on the same shapes; NCU="name ..." prints ncu's speed-of-light lines of those
+# variants, TIMELINE="name ..." their per-CTA timeline (both below); FLOOR=1 times read-only
+# kernels over the same bytes. Output in $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 out=${OUT:-gpu_out}
@@ -46,7 +46,7 @@ for pass in memset ${FLUSH:-}; do
   done
 done
 python3 - "$out" "${FLUSH:-}" "${SHAPES:+1}" "${names[@]}" <<'PY'
-import re, statistics, sys
+import os, re, statistics, sys
 out, extra, by_splits, names = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4:]
 for flush in ["memset"] + extra.split():
     rows, copy = {}, None
@@ -62,7 +62,7 @@ for flush in ["memset"] + extra.split():
     print("shape | " + " | ".join(names) + " | base/variant")
     for key, v in rows.items():
         b, L = int(re.search(r"B=(\d+)", key).group(1)), int(re.search(r"L=(\d+)", key).group(1))
-        gb = 2 * b * 8 * L * 128 * 2 / 1e9
+        gb = 2 * b * 8 * L * int(os.environ.get("FM_BENCH_D", "128")) * 2 / 1e9
         best = {n: min(v[n]) for n in names if n in v}
         cells = [f"{best[n][0]:.1f} ({best[n][1]}) [{100 * gb / (best[n][0] * 1e-6) / copy:.1f}%]" for n in names if n in best]
         base = best[names[0]][0]

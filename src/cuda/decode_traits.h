@@ -122,13 +122,18 @@ struct DecodeTraits {
   static constexpr int kBoxCols = 128 / int(sizeof(T));
   static constexpr int kDBoxes = kD / kBoxCols;
   // Whether the head-dim columns past D always read as zero in shared memory, for every head dim
-  // of the bucket (64: 1..64, 128: 65..128, 256: 129..256): cp.async zero-fills them, and the TMA
-  // zero-fills them inside the boxes it issues, but skips boxes entirely past D. Where they are
-  // zero, the tensor-core loops run over the whole bucket without a run-time exit, so every
-  // ldmatrix of a step can be in flight at once (session 9: with the exit, ptxas issued each
-  // ldmatrix only after the previous mma, ~2000 clocks per 16-key chunk).
+  // of the bucket: cp.async zero-fills them, and the TMA path issues every box of the bucket
+  // (a box entirely past D is zero-filled without a memory read; session 14 — before, such boxes
+  // were skipped and the 256 bucket's loops kept a run-time exit). Where they are zero, the
+  // tensor-core loops run over the whole bucket without a run-time exit, so every ldmatrix of a
+  // step can be in flight at once (session 9: with the exit, ptxas issued each ldmatrix only
+  // after the previous mma, ~2000 clocks per 16-key chunk).
+#ifndef FM_DECODE_ALL_BOXES  // 0: skip boxes past D (the code before session 14), A/B
+#define FM_DECODE_ALL_BOXES 1
+#endif
   static constexpr int kMinHeadDim = kD == 64 ? 1 : kD / 2 + 1;
-  static constexpr bool kPadColsZero = !kBulk || (kMinHeadDim + kBoxCols - 1) / kBoxCols == kDBoxes;
+  static constexpr bool kPadColsZero =
+      !kBulk || FM_DECODE_ALL_BOXES || (kMinHeadDim + kBoxCols - 1) / kBoxCols == kDBoxes;
   static constexpr int kSmemAlign = kBulk ? 1024 : 0;  // the swizzle repeats every 1024 bytes
   static constexpr int kVecsPerThread = kBc * kVecsPerRow / kThreads;  // cp.async, per tile
   static constexpr int kOStride = kD + 4;  // fp32 row stride of the O scratch

@@ -542,7 +542,9 @@ void report_timeline(F&& f) {
 
 // S_new > 0: each call first appends S_new new keys and values at positions [L - S_new, L).
 void bench(int B, int L, std::vector<int> split_list, int page_size, int Sq = 1, int S_new = 0) {
-  const int Hq = 32, Hk = 8, D = 128;
+  // FM_BENCH_D: the head dim (default 128).
+  const int Hq = 32, Hk = 8,
+            D = std::getenv("FM_BENCH_D") ? std::atoi(std::getenv("FM_BENCH_D")) : 128;
   const int64_t kv_elems = int64_t(B) * Hk * L * D;
   // K and V in one allocation, V starting FM_KV_GAP bytes after K ends (default 0: adjacent,
   // as torch's caching allocator places two equal tensors).
@@ -674,6 +676,18 @@ void correctness_suite() {
       c.S_max = 512;
       c.seqlens = {113, 500};
       c.splits = {1, 7};
+      run_case(c);
+    }
+  // 3b. The 256 bucket with few rows (S_q 1): head dims whose last boxes lie past D.
+  for (DType dt : {DType::kFloat16, DType::kBFloat16})
+    for (int D : {136, 192, 256}) {
+      Case c;
+      c.name = "head_dim " + std::to_string(D) + " G4 Sq1 lens 113,500";
+      c.dt = dt;
+      c.D = D;
+      c.S_max = 512;
+      c.seqlens = {113, 500};
+      c.splits = {1, 3};
       run_case(c);
     }
   // 4. Paged vs contiguous (same logical data: same seed, same capacity).
