@@ -526,9 +526,11 @@ __device__ __forceinline__ void issue_kv_block(const DecodeParams& p, const CUte
   const int head_dim = int(p.head_dim);
   const int sub_rows = p.block_table ? int(min(int64_t(kBc), p.page_size)) : kBc;
   const int n_sub = kBc / sub_rows;
-  // Every box of the bucket (kPadColsZero): one entirely past D reads nothing and lands as zeros.
-  const int d_boxes =
-      FM_DECODE_ALL_BOXES ? Tr::kDBoxes : (head_dim + Tr::kBoxCols - 1) / Tr::kBoxCols;
+  // Boxes entirely past D are issued too (they read nothing and land as zeros), so the padded
+  // columns read as zero (kPadColsZero). In the 64 and 128 buckets every head dim issues them all.
+  const int d_boxes = Tr::kNarrow || !FM_DECODE_ALL_BOXES
+                          ? (head_dim + Tr::kBoxCols - 1) / Tr::kBoxCols
+                          : Tr::kDBoxes;
   int slot[kMaxSub], pos[kMaxSub];
   uint32_t bytes = 0;
   bool block_bad = false;
