@@ -1634,6 +1634,8 @@ void dispatch_decode(DType dtype, int64_t head_dim, Path path, F&& f) {
             if (path.key_major) return f(Config<T, kD, true, false, false, true>{});
           }
           if (path.wide) return f(Config<T, kD, true, false, true>{});
+        } else if constexpr (DecodeTraits<T, kD, true, false, false, true>::kKeyMajor) {
+          if (path.key_major) return f(Config<T, kD, true, false, false, true>{});  // 512-byte rows
         }
         return f(Config<T, kD, true>{});
       }
@@ -1954,7 +1956,7 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
       decode_append_kernel<T><<<blocks, 256, 0, stream>>>(p);
       FM_CUDA_CHECK(cudaGetLastError());
     };
-    if constexpr (Tr::kBulk && Tr::kKeyMajor && !Tr::kWide) {
+    if constexpr (Tr::kBulk && Tr::kKeyMajor && Tr::kNarrow && !Tr::kWide) {
       // More (b, h_k) units than resident CTA slots, one split, key-major rows: the
       // persistent kernel, one CTA per slot (decode_set_persistent: > 0 forces it, with at most
       // that many CTAs; < 0 turns it off).

@@ -24,6 +24,9 @@ constexpr int decode_head_dim_bucket(int64_t d) { return d <= 64 ? 64 : d <= 128
 
 // Tensor-copy (sm_90) pipeline shape for rows of <= 256 bytes (16-bit D <= 128, fp32 D <= 64):
 // consumer warps, bytes per K_j + V_j stage and per pipeline (overridable for experiments).
+#ifndef FM_DECODE_KEY_MAJOR_WIDE_ROWS  // 0: the key-major step for rows <= 256 bytes only (A/B)
+#define FM_DECODE_KEY_MAJOR_WIDE_ROWS 1
+#endif
 #ifndef FM_DECODE_BULK_WARPS
 #define FM_DECODE_BULK_WARPS 4
 #endif
@@ -84,8 +87,10 @@ struct DecodeTraits {
   // O^T += V_j^T P^T, keys on the mma's M side and the query rows on its N = 8 side, so no
   // tensor-core work goes to padding rows (the row-major step pads 1-8 rows to 16): half the
   // mma.sync and a third fewer ldmatrix per key, Q_i^T in registers.
+  // Rows of 512 bytes (the 256 bucket of fp16/bf16) on the tensor-copy path too (session 14).
   static constexpr bool kKeyMajor =
-      kKeyMajorStep && !kCompactTile && kD * int(sizeof(T)) <= 256 && sizeof(T) == 2;
+      kKeyMajorStep && !kCompactTile && sizeof(T) == 2 &&
+      (kD * int(sizeof(T)) <= 256 || (kBulk && FM_DECODE_KEY_MAJOR_WIDE_ROWS));
   static constexpr int kKeyMajorRows = 8;
   static constexpr int kWarps = kWide ? 8 : kNarrow ? FM_DECODE_BULK_WARPS : 4;  // consumer warps
   // Tensor-copy path: one extra warp is the producer (issues the TMA copies, never computes).
