@@ -17,16 +17,22 @@ from torch.nn.attention.bias import causal_lower_right
 
 import flashmin
 
-# (label, B, H_q, H_kv, L, D, S_q, dtype, page size or 0 for a contiguous cache)
+# (label, B, H_q, H_kv, L, D, S_q, dtype, page size: 0 for a contiguous cache, negative for
+# pages in order, else shuffled)
 CONFIGS = [
     ("D64", 16, 32, 8, 8192, 64, 1, torch.bfloat16, 0),
     ("D256", 16, 32, 8, 2048, 256, 1, torch.bfloat16, 0),
+    ("D256 1GB", 64, 32, 8, 2048, 256, 1, torch.bfloat16, 0),
+    ("D192", 16, 32, 8, 2048, 192, 1, torch.bfloat16, 0),
     ("MHA (G1)", 4, 32, 32, 4096, 128, 1, torch.bfloat16, 0),
     ("G8", 16, 64, 8, 4096, 128, 1, torch.bfloat16, 0),
     ("fp16", 16, 32, 8, 4096, 128, 1, torch.float16, 0),
     ("S_q 4", 16, 32, 8, 4096, 128, 4, torch.bfloat16, 0),
     ("S_q 4 1GB", 32, 32, 8, 8192, 128, 4, torch.bfloat16, 0),
     ("paged 16", 16, 32, 8, 4096, 128, 1, torch.bfloat16, 16),
+    ("paged 16 in order", 16, 32, 8, 4096, 128, 1, torch.bfloat16, -16),
+    ("paged 32", 16, 32, 8, 4096, 128, 1, torch.bfloat16, 32),
+    ("paged 64", 16, 32, 8, 4096, 128, 1, torch.bfloat16, 64),
     ("paged 256", 16, 32, 8, 4096, 128, 1, torch.bfloat16, 256),
     ("D64 1GB", 64, 32, 8, 8192, 64, 1, torch.bfloat16, 0),
     ("MHA 1GB", 16, 32, 32, 4096, 128, 1, torch.bfloat16, 0),
@@ -38,11 +44,13 @@ def us_of(fn):
     return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median") * 1e3
 
 
-def paged(k, v, page):
-    """The same caches as pages in a shuffled order, and the block table that finds them."""
+def paged(k, v, page, shuffled):
+    """The same caches as pages (in a shuffled order, or in order), and the block table that
+    finds them."""
     b, hk, length, d = k.shape
     per_seq, n = length // page, b * length // page
-    perm = torch.randperm(n, device=k.device)  # logical page b * per_seq + j -> slot perm[...]
+    # logical page b * per_seq + j -> slot perm[...]
+    perm = torch.randperm(n, device=k.device) if shuffled else torch.arange(n, device=k.device)
 
     def pages(x):
         logical = x.reshape(b, hk, per_seq, page, d).permute(0, 2, 1, 3, 4).reshape(n, hk, page, d)
@@ -85,7 +93,7 @@ def main():
         mask = causal_lower_right(sq, length) if sq > 1 else None
         nbytes = 2 * k.numel() * k.element_size()
         if page:
-            kp, vp, table = paged(k, v, page)
+            kp, vp, table = paged(k, v, abs(page), page > 0)
 
             def ours():
                 return flashmin.flash_decode(q, kp, vp, lens, block_table=table)
