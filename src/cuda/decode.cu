@@ -550,6 +550,17 @@ __device__ __forceinline__ void issue_kv_block(const DecodeParams& p, const CUte
   }
   bad |= block_bad;
   if (bad_flag != nullptr) *bad_flag = block_bad ? 1u : 0u;
+  if constexpr (FM_DECODE_TABLE_PREFETCH) {
+    // Small pages: the lookups above walk a 128-byte line of the block table every 32 pages,
+    // and a miss stalls this thread (and the stage refill) for an L2 round trip under full DRAM
+    // load. Ask L1 for the entry 64 pages ahead (a hint: no wait, nothing returned).
+    if (p.block_table != nullptr && p.page_size < kBc) {
+      const int64_t ahead = (blk * kBc >> log2_page) + 64;
+      if (ahead < p.max_pages_per_seq)
+        asm volatile(
+            "prefetch.global.L1 [%0];" ::"l"(p.block_table + b * p.block_table_stride + ahead));
+    }
+  }
   if constexpr (FM_DECODE_DIAG == 2) {
     mbar_arrive_expect_tx(full, 0);  // diagnostic: no copies
     return;
