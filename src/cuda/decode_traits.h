@@ -24,9 +24,6 @@ constexpr int decode_head_dim_bucket(int64_t d) { return d <= 64 ? 64 : d <= 128
 
 // Tensor-copy (sm_90) pipeline shape for rows of <= 256 bytes (16-bit D <= 128, fp32 D <= 64):
 // consumer warps, bytes per K_j + V_j stage and per pipeline (overridable for experiments).
-#ifndef FM_DECODE_TABLE_PREFETCH  // 0: no block-table prefetch for pages < B_c (A/B switch)
-#define FM_DECODE_TABLE_PREFETCH 1
-#endif
 #ifndef FM_DECODE_KEY_MAJOR_WIDE_ROWS  // 0: the key-major step for rows <= 256 bytes only (A/B)
 #define FM_DECODE_KEY_MAJOR_WIDE_ROWS 1
 #endif

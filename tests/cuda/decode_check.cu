@@ -970,7 +970,9 @@ int main(int argc, char** argv) {
                                                           : DecodeCopyMode::kBulk,
                                             true);
           g_mode = path == 'w' ? "wide" : path == 'c' ? "cp.async" : "bulk";
-          bench(B, L, {splits}, 0, Sq, S_new);
+          // FM_BENCH_PAGE: a paged cache with that page size (default 0: contiguous).
+          const char* page_env = std::getenv("FM_BENCH_PAGE");
+          bench(B, L, {splits}, page_env ? std::atoi(page_env) : 0, Sq, S_new);
         }
       }
       CK(cudaFree(g_flush));
