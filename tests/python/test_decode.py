@@ -50,7 +50,7 @@ def to_paged(cache, page, perm_seed=0):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("group", [1, 4, 8])
-@pytest.mark.parametrize("sq,d", [(1, 64), (4, 72), (16, 128)])
+@pytest.mark.parametrize("sq,d", [(1, 64), (4, 72), (16, 128), (1, 160), (1, 256)])
 def test_decode_matches_reference(device, dtype, group, sq, d, poison_outputs):
     b, hk, s_max = 5, 2, 256
     q = randn(b, hk * group, sq, d, dtype=dtype, device=device)
