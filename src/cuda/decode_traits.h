@@ -24,9 +24,6 @@ constexpr int decode_head_dim_bucket(int64_t d) { return d <= 64 ? 64 : d <= 128
 
 // Tensor-copy (sm_90) pipeline shape for rows of <= 256 bytes (16-bit D <= 128, fp32 D <= 64):
 // consumer warps, bytes per K_j + V_j stage and per pipeline (overridable for experiments).
-#ifndef FM_DECODE_KEY_MAJOR_WIDE_ROWS  // 0: the key-major step for rows <= 256 bytes only (A/B)
-#define FM_DECODE_KEY_MAJOR_WIDE_ROWS 1
-#endif
 #ifndef FM_DECODE_BULK_WARPS
 #define FM_DECODE_BULK_WARPS 4
 #endif
@@ -65,6 +62,15 @@ constexpr int decode_head_dim_bucket(int64_t d) { return d <= 64 ? 64 : d <= 128
 // Diagnostic (wrong results): the split kernel returns after its loop (no merge, no output).
 #ifndef FM_DECODE_DIAG_NO_EPILOGUE
 #define FM_DECODE_DIAG_NO_EPILOGUE 0
+#endif
+// A/B switches of session 14 (defaults = the measured best): 0 skips the TMA boxes entirely past
+// D (so the 256 bucket's loops keep a run-time exit); 0 keeps the key-major step to rows of
+// <= 256 bytes.
+#ifndef FM_DECODE_ALL_BOXES
+#define FM_DECODE_ALL_BOXES 1
+#endif
+#ifndef FM_DECODE_KEY_MAJOR_WIDE_ROWS
+#define FM_DECODE_KEY_MAJOR_WIDE_ROWS 1
 #endif
 
 template <typename T, int kD, bool kBulkCopy, bool kCompactTile = false, bool kWideCta = false,
@@ -128,14 +134,11 @@ struct DecodeTraits {
   static constexpr int kDBoxes = kD / kBoxCols;
   // Whether the head-dim columns past D always read as zero in shared memory, for every head dim
   // of the bucket: cp.async zero-fills them, and the TMA path issues every box of the bucket
-  // (a box entirely past D is zero-filled without a memory read; session 14 — before, such boxes
-  // were skipped and the 256 bucket's loops kept a run-time exit). Where they are zero, the
+  // (a box entirely past D is zero-filled without a memory read; since session 14: before, such
+  // boxes were skipped and the 256 bucket's loops kept a run-time exit). Where they are zero, the
   // tensor-core loops run over the whole bucket without a run-time exit, so every ldmatrix of a
   // step can be in flight at once (session 9: with the exit, ptxas issued each ldmatrix only
   // after the previous mma, ~2000 clocks per 16-key chunk).
-#ifndef FM_DECODE_ALL_BOXES  // 0: skip boxes past D (the code before session 14), A/B
-#define FM_DECODE_ALL_BOXES 1
-#endif
   static constexpr int kMinHeadDim = kD == 64 ? 1 : kD / 2 + 1;
   static constexpr bool kPadColsZero =
       !kBulk || FM_DECODE_ALL_BOXES || (kMinHeadDim + kBoxCols - 1) / kBoxCols == kDBoxes;
