@@ -1639,7 +1639,7 @@ void dispatch_decode(DType dtype, int64_t head_dim, Path path, F&& f) {
         }
         return f(Config<T, kD, true>{});
       }
-      if constexpr (kD <= 128) {
+      if constexpr (kD <= 128 || sizeof(T) == 2) {
         if (path.compact) return f(Config<T, kD, false, true>{});
       }
       if constexpr (DecodeTraits<T, kD, false, false, false, true>::kKeyMajor) {
@@ -1725,8 +1725,8 @@ bool use_key_major(const DecodeParams& p) {
 }
 
 // The path for p on the current device. Where the regular cp.async tile exceeds the device's
-// shared memory per block (99 KB on sm_86/89), head dims <= 128 take the compact tile and larger
-// ones raise a clear error.
+// shared memory per block (99 KB on sm_86/89), fp16/bf16 and head dims <= 128 take the compact
+// tile, and fp32 with larger head dims raises a clear error.
 Path choose_path(const DecodeParams& p, bool hopper) {
   Path path;
   path.bulk = use_bulk_copy(hopper);
@@ -1738,12 +1738,13 @@ Path choose_path(const DecodeParams& p, bool hopper) {
     using Tr = typename decltype(cfg)::Traits;
     regular = Tr::smem_bytes(layout<Tr>(p).rows_cta);
   });
-  const bool small_dims = decode_head_dim_bucket(p.head_dim) <= 128;
-  if (!small_dims)
-    require_smem_per_block(regular, "flash_decode with head_dim " + std::to_string(p.head_dim),
-                           " (head_dim <= 128 runs on it)");
-  path.compact = small_dims && (regular > smem_per_block_optin(current_device()) ||
-                                g_copy_mode == DecodeCopyMode::kCompact);
+  const bool has_compact = decode_head_dim_bucket(p.head_dim) <= 128 || p.dtype != DType::kFloat32;
+  if (!has_compact)
+    require_smem_per_block(regular,
+                           "flash_decode in float32 with head_dim " + std::to_string(p.head_dim),
+                           " (fp16/bf16, or float32 with head_dim <= 128, run on it)");
+  path.compact = has_compact && (regular > smem_per_block_optin(current_device()) ||
+                                 g_copy_mode == DecodeCopyMode::kCompact);
   return path;
 }
 

@@ -77,9 +77,10 @@ template <typename T, int kD, bool kBulkCopy, bool kCompactTile = false, bool kW
           bool kKeyMajorStep = false>
 struct DecodeTraits {
   static constexpr bool kBulk = kBulkCopy;
-  // Compact tile (cp.async path, head dims <= 128): 2 stages and <= 32 query rows per CTA, so a
-  // CTA fits the 99 KB of shared memory of sm_86/89 parts (bf16 D128: 72.6 KB with <= 16 rows;
-  // the regular tile needs 107 KB). Chosen at run time only where the regular tile does not fit.
+  // Compact tile (cp.async path; head dims <= 128, and the 256 bucket of fp16/bf16 since session
+  // 14): 2 stages and <= 32 query rows per CTA, so a CTA fits the 99 KB of shared memory of
+  // sm_86/89 parts (bf16 D128: 72.6 KB with <= 16 rows, the regular tile 107 KB; bf16 D256:
+  // 84.6 KB with <= 32 rows). Chosen at run time only where the regular tile does not fit.
   static constexpr bool kCompact = kCompactTile && !kBulkCopy;
   static constexpr int kHeadDim = kD;  // padded head dim (bucket)
   // Narrow rows take the large-block tensor-copy configuration above; wider rows (and the
@@ -162,8 +163,11 @@ struct DecodeTraits {
   static_assert(kBulk || kBc * kVecsPerRow % kThreads == 0, "tile must split evenly over threads");
   static_assert(kMaxRows <= kRowTile * kWarps, "every row tile needs a warp");
   static_assert((kWarps & (kWarps - 1)) == 0, "warps are split between row tiles in powers of 2");
-  static_assert(kWarps * kRowTile * kOStride * 4 <= kStages * kStageBytes,
-                "epilogue O scratch must fit in the pipeline buffers");
+  // The epilogue's O scratch reuses the stages and, past them, Q_i (at least one row tile; dead
+  // after the loop): the compact 256 tile needs 66.5 KB against its 64 KB of stages.
+  static_assert(kWarps * kRowTile * kOStride * 4 <=
+                    kStages * kStageBytes + kRowTile * kRowStride * int(sizeof(T)),
+                "epilogue O scratch must fit in the pipeline buffers and Q_i");
 
   // Shared memory: K_j,V_j stages (reused for the O merge; 1024-byte aligned) | Q_i (rows
   // rounded up to 16) | per-warp m, l | per-warp P tile (fp32 path only) | mbarriers.

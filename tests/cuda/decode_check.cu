@@ -926,7 +926,7 @@ int main(int argc, char** argv) {
     }
     const int fail_bulk = g_failures - fail_cp;
     // The compact cp.async tile (2 stages, <= 32 rows per CTA) that sm_86/89 parts run, forced
-    // here on a GPU whose shared memory fits the regular tile too (head dims > 128 keep it).
+    // here on a GPU whose shared memory fits the regular tile too (fp32 head dims > 128 keep it).
     flashmin::cuda::decode_set_tuning(DecodeCopyMode::kCompact, true);
     std::printf("=== copy path: cp.async, compact tile\n");
     correctness_suite();
