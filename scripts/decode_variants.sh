@@ -54,7 +54,7 @@ for flush in ["memset"] + extra.split():
         for line in open(f"{out}/bench_{flush}_{n}.txt"):
             if line.startswith("BENCH copy"):
                 copy = float(re.search(r"([\d.]+) GB/s", line).group(1))
-            m = re.match(r"BENCH \S+\s+(B=\s*\d+\s+L=\d+\s+Sq=\d+ \S+) splits=(\d+).*queued=\s*([\d.]+) us", line)
+            m = re.match(r"BENCH \S+\s+(B=\s*\d+\s+L=\d+\s+Sq=\d+ \S+)\s+splits=(\d+).*queued=\s*([\d.]+) us", line)
             if m:
                 key = " ".join(m.group(1).split()) + (f" s={m.group(2)}" if by_splits else "")
                 rows.setdefault(key, {}).setdefault(n, []).append((float(m.group(3)), m.group(2)))

@@ -527,7 +527,9 @@ __device__ __forceinline__ void issue_kv_block(const DecodeParams& p, const CUte
   const int sub_rows = p.block_table ? int(min(int64_t(kBc), p.page_size)) : kBc;
   const int n_sub = kBc / sub_rows;
   // Boxes entirely past D are issued too (they read nothing and land as zeros), so the padded
-  // columns read as zero (kPadColsZero). In the 64 and 128 buckets every head dim issues them all.
+  // columns read as zero (kPadColsZero). Rows of <= 256 bytes keep the run-time count: for 16-bit
+  // types it is every box of the bucket at any head dim (a constant changed ptxas' registers
+  // there), and fp32 steps stop at D themselves.
   const int d_boxes = Tr::kNarrow || !FM_DECODE_ALL_BOXES
                           ? (head_dim + Tr::kBoxCols - 1) / Tr::kBoxCols
                           : Tr::kDBoxes;

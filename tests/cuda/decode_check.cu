@@ -841,8 +841,8 @@ void correctness_suite() {
     c.name = "9 sequences, G16 (16 rows)";
     c.splits = {3, 7, 0};
     run_case(c);
-    // Few columns, 9-16 splits: clusters larger than the portable 8 where the build allows
-    // them (FM_DECODE_MAX_CLUSTER), else the combine.
+    // Few columns, 9-16 splits: more splits than a portable cluster merges, so the combine
+    // kernel (session 14 tried clusters of 9-16 at one CTA per SM; the GPCs hold too few).
     Case d;
     d.dt = dt;
     d.B = 2;

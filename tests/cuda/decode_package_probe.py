@@ -88,16 +88,27 @@ def host_breakdown(b=8, length=8192):
     lens = torch.full((b,), length, dtype=torch.int32, device=dev)
     real = ops._C.real if isinstance(ops._C, _Spy) else ops._C
 
-    def params():
-        p = real.DecodeParams()
-        p.q, p.q_strides = q.data_ptr(), _native.strides(q)
-        p.k_cache, p.v_cache = k.data_ptr(), v.data_ptr()
-        p.k_cache_strides, p.v_cache_strides = _native.strides(k), _native.strides(v)
-        p.o, p.o_strides = q.data_ptr(), _native.strides(q)
-        p.batch, p.heads_q, p.seqlen_q, p.head_dim, p.heads_kv = b, 32, 1, 128, 8
-        p.cache_seqlens, p.max_seqlen_k = lens.data_ptr(), length
-        p.scale, p.dtype = 0.088, _native.native_dtype(q.dtype)
-        return p
+    def params():  # as decode_impl builds them: one constructor call
+        return real.DecodeParams(
+            q.data_ptr(),
+            _native.strides(q),
+            k.data_ptr(),
+            _native.strides(k),
+            v.data_ptr(),
+            _native.strides(v),
+            q.data_ptr(),
+            _native.strides(q),
+            lens.data_ptr(),
+            b,
+            32,
+            8,
+            1,
+            128,
+            length,
+            0.088,
+            _native.native_dtype(q.dtype),
+            0,
+        )
 
     p = params()
     ws_bytes = real.decode_plan(p, 0)
@@ -106,15 +117,15 @@ def host_breakdown(b=8, length=8192):
     steps = {
         "check_decode_args": lambda: ops.check_decode_args(q, k, v, lens, None, None, None, None),
         "kernel_ready x3": lambda: [_native.kernel_ready(t) for t in (q, k, v)],
-        "new_output x2": lambda: (
-            _native.new_output(q.shape, q.dtype, q.device),
+        "outputs (out, lse)": lambda: (
+            _native.new_output_like(q),
             _native.new_output((b, 32, 1), torch.float32, q.device),
         ),
-        "params (pybind setters)": params,
+        "params (one constructor call)": params,
         "device_and_stream": lambda: _native.device_and_stream(q),
         "workspace torch.empty": lambda: torch.empty(ws_bytes, dtype=torch.uint8, device=dev),
         "decode_plan": lambda: real.decode_plan(params(), 0),
-        "decode (plan check + maps + launches)": lambda: real.decode(p, 0, 0),
+        "decode (workspace check + maps + launches)": lambda: real.decode(p, 0, 0),
         "decode_impl total": lambda: ops.decode_impl(q, k, v, None, None, lens, None, None, None),
     }
     for name, fn in steps.items():
