@@ -759,13 +759,13 @@ __device__ __forceinline__ void merge_partials(const float (&x)[kN], const float
   }
 }
 
-template <typename T, int kD, bool kBulk, bool kCompact, bool kWide, bool kKeyMajor>
-__global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kWide, kKeyMajor>::kThreads)
-    __maxnreg__((DecodeTraits<T, kD, kBulk, kCompact, kWide, kKeyMajor>::kMaxRegs))
+template <typename T, int kD, bool kBulk, bool kCompact, bool kAlt, bool kKeyMajor>
+__global__ void __launch_bounds__(DecodeTraits<T, kD, kBulk, kCompact, kAlt, kKeyMajor>::kThreads)
+    __maxnreg__((DecodeTraits<T, kD, kBulk, kCompact, kAlt, kKeyMajor>::kMaxRegs))
         decode_split_kernel(const DecodeParams p, const int row_chunks, float* o_part,
                             float* lse_part, const __grid_constant__ CUtensorMap tm_k,
                             const __grid_constant__ CUtensorMap tm_v, const bool full_row_boxes) {
-  using Tr = DecodeTraits<T, kD, kBulk, kCompact, kWide, kKeyMajor>;
+  using Tr = DecodeTraits<T, kD, kBulk, kCompact, kAlt, kKeyMajor>;
   constexpr int kBc = Tr::kBc;
   constexpr int kStages = Tr::kStages;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -1440,11 +1440,11 @@ __global__ void __launch_bounds__(kCombineThreads)
 // ---------------------------------------------------------------------------------------------
 // Host side
 // ---------------------------------------------------------------------------------------------
-template <typename T, int kD, bool kBulk, bool kCompact = false, bool kWide = false,
+template <typename T, int kD, bool kBulk, bool kCompact = false, bool kAlt = false,
           bool kKeyMajor = false>
 struct Config {
   using Type = T;
-  using Traits = DecodeTraits<T, kD, kBulk, kCompact, kWide, kKeyMajor>;
+  using Traits = DecodeTraits<T, kD, kBulk, kCompact, kAlt, kKeyMajor>;
 };
 
 DecodeCopyMode g_copy_mode = DecodeCopyMode::kAuto;
@@ -1617,11 +1617,11 @@ bool use_bulk_copy(bool hopper) {
 struct Path {
   bool bulk = false;
   bool compact = false;
-  bool wide = false;       // tensor-copy path: the wide CTA (where the rows are narrow)
+  bool wide = false;       // tensor-copy path: the alternative CTA (wide / dense; kAltCta)
   bool key_major = false;  // tensor-copy path: the key-major step (fp16/bf16, <= 8 rows)
 };
 
-// f(Config<T, kD, kBulk, kCompact, kWide, kKeyMajor>{}) for the dtype, the decode head-dim bucket
+// f(Config<T, kD, kBulk, kCompact, kAlt, kKeyMajor>{}) for the dtype, the decode head-dim bucket
 // and the path.
 template <class F>
 void dispatch_decode(DType dtype, int64_t head_dim, Path path, F&& f) {
@@ -1637,7 +1637,11 @@ void dispatch_decode(DType dtype, int64_t head_dim, Path path, F&& f) {
           }
           if (path.wide) return f(Config<T, kD, true, false, true>{});
         } else if constexpr (DecodeTraits<T, kD, true, false, false, true>::kKeyMajor) {
-          if (path.key_major) return f(Config<T, kD, true, false, false, true>{});  // 512-byte rows
+          // 512-byte rows
+          if constexpr (DecodeTraits<T, kD, true, false, true, true>::kDense) {
+            if (path.key_major && path.wide) return f(Config<T, kD, true, false, true, true>{});
+          }
+          if (path.key_major) return f(Config<T, kD, true, false, false, true>{});
         }
         return f(Config<T, kD, true>{});
       }
@@ -1839,6 +1843,22 @@ bool wide_ctas_fit(const DecodeParams& p, bool hopper, int64_t ctas, int num_sms
   return fits;
 }
 
+// The dense CTA (DecodeTraits::kDense; sm_90, key-major 512-byte rows): taken where the `ctas`
+// CTAs outnumber the SMs, so that two per SM hide each other's start and end. One wave of one
+// CTA per SM keeps the uncapped CTA.
+bool dense_ctas_pay(const DecodeParams& p, bool hopper, int64_t ctas, int num_sms) {
+  if (!use_bulk_copy(hopper) || ctas <= num_sms) return false;
+  if (g_copy_mode != DecodeCopyMode::kAuto && g_copy_mode != DecodeCopyMode::kBulk) return false;
+  Path path;
+  path.bulk = path.wide = true;
+  path.key_major = use_key_major(p);
+  bool dense = false;
+  dispatch_decode(p.dtype, p.head_dim, path, [&](auto cfg) {
+    dense = decltype(cfg)::Traits::kDense;
+  });
+  return dense;
+}
+
 int64_t decode_plan(DecodeParams& p, int num_sms) {
   int64_t row_chunks = 1, per_sm = 1;
   const bool hopper = device_is_hopper_or_newer();
@@ -1852,7 +1872,7 @@ int64_t decode_plan(DecodeParams& p, int num_sms) {
     const int64_t smem = Tr::smem_bytes(l.rows_cta);
     per_sm = std::clamp<int64_t>((228 * 1024) / (smem + 1024), 1, 16);
     const int blocks = blocks_per_sm(
-        decode_split_kernel<T, Tr::kHeadDim, Tr::kBulk, Tr::kCompact, Tr::kWide, Tr::kKeyMajor>,
+        decode_split_kernel<T, Tr::kHeadDim, Tr::kBulk, Tr::kCompact, Tr::kAltCta, Tr::kKeyMajor>,
         Tr::kThreads, smem);
     if (blocks > 0) per_sm = blocks;
   });
@@ -1899,6 +1919,9 @@ int64_t decode_plan(DecodeParams& p, int num_sms) {
     }
     p.num_splits = splits;
   }
+  if (p.wide_ctas == 0 &&
+      dense_ctas_pay(p, hopper, p.batch * p.heads_kv * row_chunks * p.num_splits, num_sms))
+    p.wide_ctas = 1;
   return decode_workspace_bytes(p);
 }
 
@@ -1928,7 +1951,7 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
                       bool full_rows) {
       using TrS = typename decltype(cfg_split)::Traits;
       const int64_t smem = TrS::smem_bytes(l.rows_cta);
-      auto* kernel = decode_split_kernel<T, TrS::kHeadDim, TrS::kBulk, TrS::kCompact, TrS::kWide,
+      auto* kernel = decode_split_kernel<T, TrS::kHeadDim, TrS::kBulk, TrS::kCompact, TrS::kAltCta,
                                          TrS::kKeyMajor>;
       FM_CUDA_CHECK(raise_dynamic_smem(kernel, smem));
       const bool cluster = TrS::kClusterMerge && splits > 1 && splits <= kDecodeMaxClusterSplits &&
@@ -1996,10 +2019,10 @@ void decode(const DecodeParams& p, cudaStream_t stream) {
       }
     }
     append_first(
-        tma && kFusedAppend<DecodeTraits<T, Tr::kHeadDim, true, false, Tr::kWide, Tr::kKeyMajor>> &&
+        tma && kFusedAppend<DecodeTraits<T, Tr::kHeadDim, true, false, Tr::kAltCta, Tr::kKeyMajor>> &&
         append_in_kernel(p, sizeof(T)));
     if (tma) {
-      launch(Config<T, Tr::kHeadDim, true, false, Tr::kWide, Tr::kKeyMajor>{}, tm_k, tm_v,
+      launch(Config<T, Tr::kHeadDim, true, false, Tr::kAltCta, Tr::kKeyMajor>{}, tm_k, tm_v,
              full_rows);
     } else {
       launch(Config<T, Tr::kHeadDim, false, Tr::kCompact, false, Tr::kKeyMajor>{}, tm_k, tm_v,

@@ -72,8 +72,14 @@ constexpr int decode_head_dim_bucket(int64_t d) { return d <= 64 ? 64 : d <= 128
 #ifndef FM_DECODE_KEY_MAJOR_WIDE_ROWS
 #define FM_DECODE_KEY_MAJOR_WIDE_ROWS 1
 #endif
+// A/B switch of session 15: 0 never takes the dense CTA (DecodeTraits::kDense) for 512-byte rows.
+#ifndef FM_DECODE_DENSE_WIDE_ROWS
+#define FM_DECODE_DENSE_WIDE_ROWS 1
+#endif
 
-template <typename T, int kD, bool kBulkCopy, bool kCompactTile = false, bool kWideCta = false,
+// kAltCtaShape: the heuristic's alternative CTA for the row width (DecodeParams::wide_ctas): the
+// wide CTA for rows of <= 256 bytes, the dense CTA for 512-byte rows (both: kWide, kDense).
+template <typename T, int kD, bool kBulkCopy, bool kCompactTile = false, bool kAltCtaShape = false,
           bool kKeyMajorStep = false>
 struct DecodeTraits {
   static constexpr bool kBulk = kBulkCopy;
@@ -89,7 +95,8 @@ struct DecodeTraits {
   // Wide CTA (narrow rows only): 8 consumer warps, 64 KB stages, 128 KB in flight, one CTA
   // per SM. Chosen by the heuristic where one wave of such CTAs covers the work with <= 8
   // splits merged in a cluster: the SMs then progress evenly, and no combine kernel runs.
-  static constexpr bool kWide = kWideCta && kNarrow;
+  static constexpr bool kAltCta = kAltCtaShape;  // as given (it may select nothing)
+  static constexpr bool kWide = kAltCtaShape && kNarrow;
   // Key-major step (fp16/bf16, narrow rows, <= 8 query rows per CTA): S^T = K_j Q_i^T and
   // O^T += V_j^T P^T, keys on the mma's M side and the query rows on its N = 8 side, so no
   // tensor-core work goes to padding rows (the row-major step pads 1-8 rows to 16): half the
@@ -99,6 +106,13 @@ struct DecodeTraits {
       kKeyMajorStep && !kCompactTile && sizeof(T) == 2 &&
       (kD * int(sizeof(T)) <= 256 || (kBulk && FM_DECODE_KEY_MAJOR_WIDE_ROWS));
   static constexpr int kKeyMajorRows = 8;
+  // Dense CTA (key-major tensor-copy CTAs with 512-byte rows): capped at 168 registers so two
+  // share an SM (at 210 registers one does). Chosen by the heuristic where the CTAs outnumber
+  // the SMs: more CTAs in flight hide each CTA's start and end (D192/D256 1.03-1.16x on several
+  // waves, H200, session 15); a single wave keeps the uncapped CTA (the cap spills 58 bytes and
+  // cost 7-9% there).
+  static constexpr bool kDense =
+      kAltCtaShape && kBulk && !kNarrow && kKeyMajor && FM_DECODE_DENSE_WIDE_ROWS;
   static constexpr int kWarps = kWide ? 8 : kNarrow ? FM_DECODE_BULK_WARPS : 4;  // consumer warps
   // Tensor-copy path: one extra warp is the producer (issues the TMA copies, never computes).
   // (FM_DECODE_PRODUCER_WARP=0: thread 0 refills stages between its own blocks instead.)
@@ -106,8 +120,11 @@ struct DecodeTraits {
   static constexpr int kThreads = 32 * (kWarps + (kProducerWarp ? 1 : 0));
   // Register cap: 2 CTAs of 5 warps (or one wide CTA of 9) put 3 warps on some SM
   // sub-partition (16K registers), so more than 168 registers means 1 CTA/SM (or no launch).
-  // Stated for the tensor-copy kernels with rows <= 256 bytes; the others may use 255.
-  static constexpr int kMaxRegs = kNarrow ? (FM_DECODE_MAXNREG > 0 ? FM_DECODE_MAXNREG : 168) : 255;
+  // Stated for the tensor-copy kernels with rows <= 256 bytes and the dense CTA; the others may
+  // use 255.
+  static constexpr int kMaxRegs = kNarrow ? (FM_DECODE_MAXNREG > 0 ? FM_DECODE_MAXNREG : 168)
+                                  : kDense ? 168
+                                           : 255;
   static constexpr int kRowTile = 16;                  // query rows of one warp (mma M)
   static constexpr int kMaxRows = kCompact ? 32 : 64;  // query rows of one CTA (<= 4 row tiles)
   static constexpr int kKeyChunk = 16;                 // keys per warp step (mma K of P V)
@@ -197,8 +214,8 @@ constexpr int kDecodeMaxClusterSplits = 8;
 // kBulk = the TMA tensor-copy path.
 // kCompact: the cp.async path with the compact tile (what sm_86/89 parts run), for tests on
 // larger GPUs; head dims > 128 keep the regular tile there.
-// kBulkWide: the tensor-copy path with the wide CTA wherever it exists (narrow rows), whatever
-// the heuristic would choose.
+// kBulkWide: the tensor-copy path with the alternative CTA wherever it exists (the wide CTA for
+// narrow rows, the dense CTA for 512-byte key-major rows), whatever the heuristic would choose.
 enum class DecodeCopyMode : int { kAuto = 0, kCpAsync = 1, kBulk = 2, kCompact = 3, kBulkWide = 4 };
 void decode_set_tuning(DecodeCopyMode mode, bool allow_pdl);
 // Tuning / test hook: L2 promotion of the K/V tensor maps, in bytes (0, 64, 128 or 256; default

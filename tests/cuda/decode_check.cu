@@ -918,8 +918,8 @@ int main(int argc, char** argv) {
       std::printf("=== copy path: bulk, cluster merge off\n");
       correctness_suite();
       flashmin::cuda::decode_set_cluster_merge(true);
-      // The wide CTA (8 compute warps, 64 KB stages; narrow rows) for every case, whatever the
-      // heuristic would pick.
+      // The alternative CTA for every case, whatever the heuristic would pick: the wide CTA (8
+      // compute warps, 64 KB stages) for narrow rows, the dense CTA for 512-byte key-major rows.
       flashmin::cuda::decode_set_tuning(DecodeCopyMode::kBulkWide, true);
       std::printf("=== copy path: bulk, wide CTA\n");
       correctness_suite();

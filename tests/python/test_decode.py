@@ -164,15 +164,10 @@ def test_empty_and_invalid_lengths(device):
     assert torch.isnan(out[1]).all() and torch.isnan(out[2]).all()  # invalid: loud NaN
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("paged,s_max", [(False, 192), (True, 192), (False, 4096)])
-def test_decode_more_units_than_resident_ctas(device, paged, s_max):
-    """48 x 8 (b, h_k) units outnumber the CTA slots of an H100/H200 (2 per SM): on sm_90 the
-    persistent split kernel takes them, each CTA working through several units (strided; with
-    1 MiB of K per unit, s_max 4096 contiguous, in runs of neighbours)."""
-    if device == "cpu" and s_max > 192:
-        pytest.skip("the unit order exists on the GPU only; 800 MB of cache on the CPU is slow")
-    b, hk, group, d = 48, 8, 4, 128
+def check_many_columns(device, b, hk, d, s_max, paged):
+    """bf16 decode of b x hk (b, h_k) columns with random lengths, one of them empty and one
+    invalid (-1: its rows must be NaN), contiguous or in pages of 64, against float64."""
+    group = 4
     q = randn(b, hk * group, 1, d, dtype=torch.bfloat16, device=device)
     kc = randn(b, hk, s_max, d, dtype=torch.bfloat16, device=device)
     vc = randn(b, hk, s_max, d, dtype=torch.bfloat16, device=device)
@@ -195,6 +190,26 @@ def test_decode_more_units_than_resident_ctas(device, paged, s_max):
         lse[valid.to(device)][finite].double(), ref_lse[finite], atol=1e-3, rtol=1e-3
     )
     assert torch.isnan(out[17]).all() and torch.isnan(lse[17]).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("paged,s_max", [(False, 192), (True, 192), (False, 4096)])
+def test_decode_more_units_than_resident_ctas(device, paged, s_max):
+    """48 x 8 (b, h_k) units outnumber the CTA slots of an H100/H200 (2 per SM): on sm_90 the
+    persistent split kernel takes them, each CTA working through several units (strided; with
+    1 MiB of K per unit, s_max 4096 contiguous, in runs of neighbours)."""
+    if device == "cpu" and s_max > 192:
+        pytest.skip("the unit order exists on the GPU only; 800 MB of cache on the CPU is slow")
+    check_many_columns(device, 48, 8, 128, s_max, paged)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("paged", [False, True])
+@pytest.mark.parametrize("d", [192, 256])
+def test_decode_wide_rows_more_ctas_than_sms(device, paged, d):
+    """Head dims of the 256 bucket with 48 x 4 columns: more CTAs than the SMs of an H100/H200,
+    where sm_90 takes the dense CTA (two per SM at 168 registers)."""
+    check_many_columns(device, 48, 4, d, 320, paged)
 
 
 @pytest.mark.parametrize("device", DEVICES)
