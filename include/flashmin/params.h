@@ -118,7 +118,8 @@ struct DecodeParams {
   DType dtype = DType::kFloat32;
 
   int64_t num_splits = 0;  // 0: heuristic; the launcher writes the value it used back here
-  // Set by the heuristic (sm_90 decode): 1 = one wide CTA per SM (see DecodeTraits::kWide).
+  // Set by the heuristic (sm_90 decode): 1 = the alternative CTA shape: one wide CTA per SM for
+  // rows of <= 256 bytes (DecodeTraits::kWide), two dense CTAs per SM for 512-byte rows (kDense).
   int64_t wide_ctas = 0;
 
   void* workspace = nullptr;  // size from decode_workspace_bytes()

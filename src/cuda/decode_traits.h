@@ -122,7 +122,7 @@ struct DecodeTraits {
   // sub-partition (16K registers), so more than 168 registers means 1 CTA/SM (or no launch).
   // Stated for the tensor-copy kernels with rows <= 256 bytes and the dense CTA; the others may
   // use 255.
-  static constexpr int kMaxRegs = kNarrow ? (FM_DECODE_MAXNREG > 0 ? FM_DECODE_MAXNREG : 168)
+  static constexpr int kMaxRegs = kNarrow  ? (FM_DECODE_MAXNREG > 0 ? FM_DECODE_MAXNREG : 168)
                                   : kDense ? 168
                                            : 255;
   static constexpr int kRowTile = 16;                  // query rows of one warp (mma M)
