@@ -136,12 +136,13 @@ def test_append_then_attend(device, paged):
 @pytest.mark.parametrize("paged", [False, True])
 @pytest.mark.parametrize("s_new", [1, 5, 9])
 @pytest.mark.parametrize("batch,num_splits", [(3, None), (3, 7), (140, None)])
-def test_append_one_query(device, dtype, paged, s_new, batch, num_splits):
+@pytest.mark.parametrize("d", [128, 256])
+def test_append_one_query(device, dtype, paged, s_new, batch, num_splits, d):
     """Decode's usual call: one query per sequence (4 rows per KV head), a few new keys. On sm_90
-    the attention kernel writes them itself (up to 8 for D 128, 16-bit; 9 take the append
-    kernel): across block, page and split boundaries, and in the persistent kernel (batch 140:
-    more (b, h_k) units than CTA slots)."""
-    hk, s_max, d = 2, 256, 128
+    the attention kernel writes them itself (16-bit: up to 8 for D 128, 4 for D 256; more take
+    the append kernel): across block, page and split boundaries, and with more (b, h_k) columns
+    than CTA slots (batch 140: the persistent kernel for D 128, the dense CTA for D 256)."""
+    hk, s_max = 2, 256
     q = randn(batch, 4 * hk, 1, d, dtype=dtype, device=device)
     kc = randn(batch, hk, s_max, d, dtype=dtype, device=device)
     vc = randn(batch, hk, s_max, d, dtype=dtype, device=device)
