@@ -108,7 +108,7 @@ struct DecodeTraits {
   static constexpr int kKeyMajorRows = 8;
   // Dense CTA (key-major tensor-copy CTAs with 512-byte rows): capped at 168 registers so two
   // share an SM (at 210 registers one does). Chosen by the heuristic where the CTAs outnumber
-  // the SMs: more CTAs in flight hide each CTA's start and end (D192/D256 1.03-1.16x on several
+  // the SMs: more CTAs in flight hide each CTA's start and end (D192/D256 1.03-1.21x on several
   // waves, H200, session 15); a single wave keeps the uncapped CTA (the cap spills 58 bytes and
   // cost 7-9% there).
   static constexpr bool kDense =
