@@ -62,6 +62,49 @@ def correctness_failures(rows) -> list[str]:
     return bad
 
 
+# Peak memory of the manual peer in units of its B*H*S*S score matrix (16-bit): the forward holds
+# the scores, their fp32 copy and the fp32 softmax at once (~5x); the backward also keeps the
+# saved softmax and P, and makes dP, its fp32 copy and the softmax gradient (~10x). One more unit
+# of headroom each.
+MANUAL_PEAK_SCORES = {False: 6, True: 11}
+
+
+def manual_fits(scores: int, device: str, backward: bool) -> bool:
+    """Whether the manual peer runs: at most 8 GiB of scores on the GPU (512 MB on the CPU), and
+    on the GPU its peak within the memory free now (an 80 GB H100 cannot run the backward at
+    8 GiB of scores, a 141 GB H200 can)."""
+    if device != "cuda":
+        return scores * 2 <= 1 << 29
+    free, _ = torch.cuda.mem_get_info()
+    return scores * 2 <= 8 << 30 and scores * 2 * MANUAL_PEAK_SCORES[backward] <= free
+
+
+def median_ms_or_none(fn, device: str):
+    """median_ms, or None where the call runs out of device memory (a peer that materialises
+    more than the estimate allows): the table then leaves that cell empty instead of the suite
+    stopping."""
+    try:
+        return median_ms(fn, device)
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return None
+
+
+def backward_ms(fn, q, k, v, causal, device: str):
+    """Median time of the backward of fn (dQ, dK, dV for a random dO), or None if out of memory."""
+    try:
+        qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
+        out = fn(qg, kg, vg, causal)
+        dout = torch.randn_like(out)
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return None
+    # (the graph and the inputs are freed when this returns)
+    return median_ms_or_none(
+        lambda: torch.autograd.grad(out, (qg, kg, vg), dout, retain_graph=True), device
+    )
+
+
 def run(device: str, quick: bool, backward: bool = True, impls=None):
     """Returns a list of row dicts: one per (config, pass) with ms and TFLOP/s per impl."""
     impls = impls or attention_impls(device)
@@ -85,26 +128,20 @@ def run(device: str, quick: bool, backward: bool = True, impls=None):
         fwd = dict(config, pass_="fwd", max_err=errors, ms={}, tflops={})
         bwd = dict(config, pass_="bwd", ms={}, tflops={})
         for name, fn in impls.items():
-            if name == "manual" and s * s * b * h * 2 > (8 << 30 if device == "cuda" else 1 << 29):
-                continue  # the materialised score matrix would not fit
+            if name == "manual" and not manual_fits(b * h * s * s, device, backward=False):
+                continue
             if not supported(fn, q, k, v, causal):
                 continue
-            ms = median_ms(lambda fn=fn: fn(q, k, v, causal), device)
+            ms = median_ms_or_none(lambda fn=fn: fn(q, k, v, causal), device)
+            if ms is None:
+                continue
             fwd["ms"][name] = ms
             fwd["tflops"][name] = tflops(attn_flops(b, h, s, s, d, causal), ms)
-            if backward:
-                qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
-                out = fn(qg, kg, vg, causal)
-                dout = torch.randn_like(out)
-                ms = median_ms(
-                    lambda out=out, qg=qg, kg=kg, vg=vg, dout=dout: torch.autograd.grad(
-                        out, (qg, kg, vg), dout, retain_graph=True
-                    ),
-                    device,
-                )
-                bwd["ms"][name] = ms
-                bwd["tflops"][name] = tflops(attn_flops(b, h, s, s, d, causal, True), ms)
-                del out, qg, kg, vg
+            if backward and (name != "manual" or manual_fits(b * h * s * s, device, True)):
+                ms = backward_ms(fn, q, k, v, causal, device)
+                if ms is not None:
+                    bwd["ms"][name] = ms
+                    bwd["tflops"][name] = tflops(attn_flops(b, h, s, s, d, causal, True), ms)
         rows.append(fwd)
         if backward:
             rows.append(bwd)
