@@ -103,5 +103,6 @@ def plot_attention(rows, path: Path, title: str) -> None:
     axes[0][0].legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)  # as write_record does for its folder
     fig.savefig(path, dpi=110)
     plt.close(fig)
