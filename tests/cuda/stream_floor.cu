@@ -2,7 +2,7 @@
 // (no math, no output) get through them under the same L2 flush as the decode benchmark, so
 // ours and cuDNN's decode times can be set against what any kernel could do on this chip.
 //
-//   stream_floor "B:L,B:L,..." [--sweep | --hints | --persist | --rotate]
+//   stream_floor "B:L,B:L,..." [--sweep | --hints | --persist | --rotate | --half]
 //   (H_k 8, D 128, bf16: K + V = B * L * 4096 bytes)
 //
 // FM_FLUSH=read flushes L2 by reading 256 MB (clean lines), FM_FLUSH=fill by a kernel that writes
@@ -21,7 +21,8 @@
 //   +dep      the same, every address first waiting for a global load (the sequence length)
 // --hints adds the ldg and tma kernels with L2 eviction-priority hints; --persist the copies of
 // the persistent decode kernel (ptma-str / ptma-blk: strided or blocked units per CTA); --rotate
-// the split kernel's copies in rotated block orders (stma-r0..3).
+// the split kernel's copies in rotated block orders (stma-r0..3); --half static grids of one CTA
+// on half the SMs (or fewer), 3-6 stages (can a half-chip grid of clusters stream at the floor?).
 // --sweep adds bulk grids that separate the CTA count, the chunks' alignment and reading two
 // regions per CTA (K and V) from each other.
 // Sm_90 only (bulk copies), built by scripts/decode_variants.sh with FLOOR=1 (links
@@ -267,7 +268,8 @@ float time_us(F&& f, void* flush) {
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(
-        stderr, "usage: stream_floor \"B:L,B:L,...\" [--sweep | --hints | --persist | --rotate]\n");
+        stderr,
+        "usage: stream_floor \"B:L,B:L,...\" [--sweep | --hints | --persist | --rotate | --half]\n");
     return 2;
   }
   std::vector<std::pair<int, int>> shapes;
@@ -288,6 +290,7 @@ int main(int argc, char** argv) {
   const bool hints = argc > 2 && std::strcmp(argv[2], "--hints") == 0;
   const bool persist = argc > 2 && std::strcmp(argv[2], "--persist") == 0;
   const bool rotate = argc > 2 && std::strcmp(argv[2], "--rotate") == 0;
+  const bool half = argc > 2 && std::strcmp(argv[2], "--half") == 0;
   int sms;
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   CK(cudaFuncSetAttribute(bulk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -393,6 +396,12 @@ int main(int argc, char** argv) {
       runs.emplace_back("bulk1m", bulk(1, 1 << 20));
       runs.emplace_back("bulkstat2", bulk(1, round_up(bytes / (2 * sms), 16)));
       runs.emplace_back("bulkstat1", bulk(1, round_up(bytes / sms, 16)));
+      if (half) {  // 64 CTAs (8 clusters of 8) or 96, one per SM, 3-6 stages of 32 KB
+        for (const int ctas : {64, 96})
+          for (const int stages : {3, 4, 6})
+            runs.emplace_back("h" + std::to_string(ctas) + "x" + std::to_string(stages),
+                              bulk(1, round_up(bytes / ctas, 64 << 10), stages));
+      }
       if (sweep) {  // what makes a one-wave static split slow: CTA count, alignment, K/V streams
         runs.emplace_back("b2m", bulk(1, 2 << 20));
         runs.emplace_back("b4m", bulk(1, 4 << 20));
