@@ -9,7 +9,7 @@ code. Run: python3 scripts/gen_wgmma.py
 from pathlib import Path
 
 TYPES = {"__half": "f16", "__nv_bfloat16": "bf16"}
-NS = (32, 48, 64, 128, 256)
+NS = (32, 48, 64, 80, 128, 256)
 OUT = Path(__file__).resolve().parents[1] / "include" / "flashmin" / "cuda" / "wgmma_ops.h"
 
 
@@ -74,7 +74,7 @@ def main() -> None:
         "#pragma once\n// clang-format off\n\n"
         "namespace flashmin::cuda {\n\n"
         "template <typename T, int N>\n"
-        "struct Wgmma;  // T = __half or __nv_bfloat16; N = 32, 48, 64, 128 or 256\n"
+        "struct Wgmma;  // T = __half or __nv_bfloat16; N = 32, 48, 64, 80, 128 or 256\n"
     ]
     for ctype, ptx in TYPES.items():
         for n in NS:

@@ -77,8 +77,8 @@ __global__ void __launch_bounds__(Fa2FwdSm90Traits<kD>::kThreads, 1)
   // The swizzle pattern repeats every 1024 bytes: align the tiles to it.
   unsigned char* smem = smem_raw + ((1024 - smem_addr(smem_raw) % 1024) % 1024);
   unsigned char* Q_s = smem;                         // [B_r][kD]
-  unsigned char* O_s = Q_s + Tr::kTileQ;             // [B_r][kD] output staging
-  unsigned char* K_s = O_s + Tr::kTileQ;             // [kStages][B_c][kD]
+  unsigned char* O_s = Q_s + Tr::kTileQ;             // [B_r][kD] output staging (kStageO)
+  unsigned char* K_s = O_s + (Tr::kStageO ? Tr::kTileQ : 0);  // [kStages][B_c][kD]
   unsigned char* V_s = K_s + kStages * Tr::kTileKV;  // [kStages][B_c][kD]
   uint64_t* bars = reinterpret_cast<uint64_t*>(V_s + kStages * Tr::kTileKV);
   uint64_t* full_Q = bars;       // Q_i landed
@@ -312,8 +312,10 @@ __global__ void __launch_bounds__(Fa2FwdSm90Traits<kD>::kThreads, 1)
     release(empty_Q);  // the next Q_i loads during the epilogue
 
     // ---- epilogue: O_i / l_i through this warpgroup's rows of the staging tile (coalesced
-    // stores); lse_i = m_i * scale + ln(l_i); rows that saw no key: O = 0, lse = -inf.
-    named_barrier_sync(1 + wg, 128);  // this warpgroup's reads of the last tile's O are done
+    // stores) or straight from the registers; lse_i = m_i * scale + ln(l_i); rows that saw no
+    // key: O = 0, lse = -inf.
+    if constexpr (Tr::kStageO)
+      named_barrier_sync(1 + wg, 128);  // this warpgroup's reads of the last tile's O are done
     float* lse = p.lse + (tile.b * p.heads_q + tile.h) * p.seqlen_q;
     float inv_l[2];
 #pragma unroll
@@ -323,6 +325,25 @@ __global__ void __launch_bounds__(Fa2FwdSm90Traits<kD>::kThreads, 1)
       const int r = row0 + 8 * hh;
       if (t4 == 0 && r < rows_q)
         lse[m0 + r] = l > 0.f ? m_i[hh] * (scale_log2 * kLn2) + __log2f(l) * kLn2 : -INFINITY;
+    }
+    T* O_g = static_cast<T*>(p.o) + tile.b * p.o_strides.batch + tile.h * p.o_strides.head +
+             int64_t(m0) * p.o_strides.seq;
+    if constexpr (!Tr::kStageO) {
+      // Two 16-bit columns per n8 tile and row: 4-byte stores, every byte of a 32-byte sector
+      // written by the same warp (no staging tile: its 64 KB went to larger K_j / V_j blocks).
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int r = row0 + 8 * hh;
+        if (r >= rows_q) continue;
+        T* row_g = O_g + r * p.o_strides.seq + 2 * t4;
+#pragma unroll
+        for (int nt = 0; nt < kDt; ++nt)
+          if (nt * 8 + 2 * t4 < d)
+            *reinterpret_cast<uint32_t*>(row_g + nt * 8) = MmaType<T>::pack(
+                O[nt * 4 + 2 * hh] * inv_l[hh], O[nt * 4 + 2 * hh + 1] * inv_l[hh]);
+      }
+      ++n;
+      continue;
     }
     {
       // Rows row0 and row0 + 8 share row % 8, so one swizzle serves both: n8 tile nt sits in
@@ -339,8 +360,6 @@ __global__ void __launch_bounds__(Fa2FwdSm90Traits<kD>::kThreads, 1)
       }
     }
     named_barrier_sync(1 + wg, 128);
-    T* O_g = static_cast<T*>(p.o) + tile.b * p.o_strides.batch + tile.h * p.o_strides.head +
-             int64_t(m0) * p.o_strides.seq;
     constexpr int kChunks = kD / 8;
 #pragma unroll
     for (int k = 0; k < 64 * kChunks / 128; ++k) {

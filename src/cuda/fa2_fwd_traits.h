@@ -5,6 +5,11 @@
 
 #include <cstddef>
 
+// Keys per K/V block of the sm90 forward at head dim 256 (48, 64 or 80; see Fa2FwdSm90Traits).
+#ifndef FM_FWD_SM90_D256_BC
+#define FM_FWD_SM90_D256_BC 48
+#endif
+
 namespace flashmin::cuda {
 
 // One tile configuration of the sm80 family (mma.sync m16n8k16 + ldmatrix + cp.async).
@@ -121,18 +126,22 @@ struct Fa2FwdSm90Traits {
   static constexpr int kProducerRegs = 24;
   static constexpr int kConsumerRegs = 240;
   static constexpr int kBr = 64 * kConsumerWGs;
-  // d256: B_c = 48 leaves room for the separate O staging tile (227 KB) and for O_i's 128
-  // accumulators in the consumers' 240 registers.
-  static constexpr int kBc = kD == 256 ? 48 : 128;
+  // d256: B_c = FM_FWD_SM90_D256_BC keys. O_i's 128 accumulators, S_ij and P_ij share the
+  // consumers' 240 registers; 48 leaves room for the O staging tile (227 KB), larger B_c does
+  // not and writes O_i from registers instead (kStageO).
+  static constexpr int kBc = kD == 256 ? FM_FWD_SM90_D256_BC : 128;
   static constexpr int kStages = 2;             // K_j and V_j buffers each
   static constexpr int kTileQ = kBr * kD * 2;   // bytes (16-bit elements)
   static constexpr int kTileKV = kBc * kD * 2;  // one K_j or V_j buffer
   static constexpr int kBarrierBytes = 8 * (2 + 4 * kStages);
   static constexpr int kSmemMax = 227 * 1024;
-  // Q_i, the O_i staging tile (its own, so the next tile's Q_i loads during the epilogue), K_j
-  // and V_j buffers, mbarriers.
+  // O_i goes through its own staging tile (16-byte coalesced stores; its own, so the next
+  // tile's Q_i loads during the epilogue) where that fits, else straight from the registers.
+  static constexpr bool kStageO =
+      1024 + 2 * kTileQ + 2 * kStages * kTileKV + kBarrierBytes <= kSmemMax;
+  // Q_i, the O_i staging tile (kStageO), K_j and V_j buffers, mbarriers.
   static constexpr int kSmemBytes =
-      1024 /* alignment */ + 2 * kTileQ + 2 * kStages * kTileKV + kBarrierBytes;
+      1024 /* alignment */ + (kStageO ? 2 : 1) * kTileQ + 2 * kStages * kTileKV + kBarrierBytes;
   static_assert(!kSupported || kSmemBytes <= kSmemMax, "smem");
   static_assert(128 * kProducerRegs + 128 * kConsumerWGs * kConsumerRegs <= 65536, "register file");
 };
