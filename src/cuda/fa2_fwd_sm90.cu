@@ -56,14 +56,14 @@ __host__ __device__ inline int64_t fwd_items_per_head(bool causal, int64_t T_r) 
   return causal ? (T_r + 1) / 2 : T_r;
 }
 
-template <typename T, int kD>
-__global__ void __launch_bounds__(Fa2FwdSm90Traits<kD>::kThreads, 1)
+template <typename T, int kD, int kBlockN>
+__global__ void __launch_bounds__(Fa2FwdSm90Traits<kD, kBlockN>::kThreads, 1)
     fa2_fwd_sm90_kernel(const AttnParams p, const __grid_constant__ CUtensorMap tm_q,
                         const __grid_constant__ CUtensorMap tm_k,
                         const __grid_constant__ CUtensorMap tm_v, const float scale_log2,
                         const int T_r, const int64_t num_work) {
 #if FM_HAS_WGMMA
-  using Tr = Fa2FwdSm90Traits<kD>;
+  using Tr = Fa2FwdSm90Traits<kD, kBlockN>;
   constexpr int B_r = Tr::kBr, B_c = Tr::kBc, kStages = Tr::kStages;
   constexpr int kQBlock = B_r * 128;   // bytes between 64-column blocks of Q_i
   constexpr int kKvBlock = B_c * 128;  // ... of K_j, V_j
@@ -376,9 +376,8 @@ __global__ void __launch_bounds__(Fa2FwdSm90Traits<kD>::kThreads, 1)
 
 // TMA tensor maps of Q, K, V; boxes of 64 columns x B_r (Q) or B_c (K, V) rows. False when a
 // layout cannot be described. (An empty key axis is never read: T_c = 0.)
-template <int kD>
+template <class Tr>
 bool make_fwd_maps(const AttnParams& p, CUtensorMap (&maps)[3]) {
-  using Tr = Fa2FwdSm90Traits<kD>;
   return make_attention_map(&maps[0], p.dtype, p.q, p.q_strides, p.batch, p.heads_q, p.seqlen_q,
                             p.head_dim, Tr::kBr) &&
          make_attention_map(&maps[1], p.dtype, p.k, p.k_strides, p.batch, p.heads_kv, p.seqlen_k,
@@ -387,17 +386,29 @@ bool make_fwd_maps(const AttnParams& p, CUtensorMap (&maps)[3]) {
                             p.head_dim, Tr::kBc);
 }
 
+// Keys per K/V block. d256: 80-key blocks where every query block sees many keys (S_k >= 1024,
+// causal >= 4096: 1.03-1.23x over 48 on the H100), 48 below (S = 512 and short causal shapes
+// ran 0.87-0.97x with 80: more padded and diagonal keys, and the epilogue without staging).
+template <int kD>
+int fwd_sm90_block_n(const AttnParams& p) {
+  if constexpr (kD == 256) {
+    return p.seqlen_k >= (p.is_causal ? 4096 : 1024) ? kFwdSm90Bc256Long : kFwdSm90Bc256Short;
+  } else {
+    return Fa2FwdSm90Traits<kD>::kBc;
+  }
+}
+
 // Persistent launch: one CTA per SM (fewer when there are fewer tiles).
-template <typename T, int kD>
+template <typename T, int kD, int kBlockN>
 bool launch_fwd_sm90(const AttnParams& p, cudaStream_t stream) {
-  using Tr = Fa2FwdSm90Traits<kD>;
+  using Tr = Fa2FwdSm90Traits<kD, kBlockN>;
   const int64_t T_r = (p.seqlen_q + Tr::kBr - 1) / Tr::kBr;
   const int64_t tiles = T_r * p.batch * p.heads_q;
   if (tiles == 0) return true;
   check_fwd_grid(p, tiles);
   CUtensorMap maps[3];
-  if (!make_fwd_maps<kD>(p, maps)) return false;
-  auto kernel = fa2_fwd_sm90_kernel<T, kD>;
+  if (!make_fwd_maps<Tr>(p, maps)) return false;
+  auto kernel = fa2_fwd_sm90_kernel<T, kD, kBlockN>;
   FM_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
   // Work items of the static schedule (see the kernel): tiles, or causal pairs of tiles.
@@ -416,8 +427,16 @@ bool fa2_fwd_sm90(const AttnParams& p, cudaStream_t stream) {
   if (!sm90_family_available()) return false;
   return FM_DISPATCH_HEAD_DIM(p.head_dim, kD, [&]() -> bool {
     if constexpr (Fa2FwdSm90Traits<kD>::kSupported) {
-      if (p.dtype == DType::kFloat16) return launch_fwd_sm90<__half, kD>(p, stream);
-      return launch_fwd_sm90<__nv_bfloat16, kD>(p, stream);
+      if constexpr (kD == 256) {
+        if (fwd_sm90_block_n<kD>(p) == kFwdSm90Bc256Long) {
+          if (p.dtype == DType::kFloat16)
+            return launch_fwd_sm90<__half, kD, kFwdSm90Bc256Long>(p, stream);
+          return launch_fwd_sm90<__nv_bfloat16, kD, kFwdSm90Bc256Long>(p, stream);
+        }
+      }
+      constexpr int kBc = Fa2FwdSm90Traits<kD>::kBc;
+      if (p.dtype == DType::kFloat16) return launch_fwd_sm90<__half, kD, kBc>(p, stream);
+      return launch_fwd_sm90<__nv_bfloat16, kD, kBc>(p, stream);
     } else {
       return false;
     }

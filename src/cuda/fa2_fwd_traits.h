@@ -5,11 +5,6 @@
 
 #include <cstddef>
 
-// Keys per K/V block of the sm90 forward at head dim 256 (48, 64 or 80; see Fa2FwdSm90Traits).
-#ifndef FM_FWD_SM90_D256_BC
-#define FM_FWD_SM90_D256_BC 48
-#endif
-
 namespace flashmin::cuda {
 
 // One tile configuration of the sm80 family (mma.sync m16n8k16 + ldmatrix + cp.async).
@@ -116,7 +111,13 @@ struct Fa2FwdSm80CompactTraits<256> {
 // issued before P_ij V_j so the softmax of block j+1 overlaps it. A CTA per SM walks the
 // (b, h, i) tiles; the producer loads the next tile's K/V (and Q) during the current epilogue.
 // Registers per consumer thread: O_i kD/2 + S_ij B_c/2 + P_ij B_c/4.
-template <int kD>
+// d256 has two block widths: kFwdSm90Bc256Short keys (the O staging tile fits) and
+// kFwdSm90Bc256Long (it does not; O_i is written from the registers), chosen per call by
+// fwd_sm90_block_n (fa2_fwd_sm90.cu).
+inline constexpr int kFwdSm90Bc256Short = 48;
+inline constexpr int kFwdSm90Bc256Long = 80;
+
+template <int kD, int kBlockN = kD == 256 ? kFwdSm90Bc256Short : 128>
 struct Fa2FwdSm90Traits {
   static constexpr bool kSupported = kD == 64 || kD == 128 || kD == 256;
   static constexpr int kConsumerWGs = 2;
@@ -126,10 +127,9 @@ struct Fa2FwdSm90Traits {
   static constexpr int kProducerRegs = 24;
   static constexpr int kConsumerRegs = 240;
   static constexpr int kBr = 64 * kConsumerWGs;
-  // d256: B_c = FM_FWD_SM90_D256_BC keys. O_i's 128 accumulators, S_ij and P_ij share the
-  // consumers' 240 registers; 48 leaves room for the O staging tile (227 KB), larger B_c does
-  // not and writes O_i from registers instead (kStageO).
-  static constexpr int kBc = kD == 256 ? FM_FWD_SM90_D256_BC : 128;
+  // d256: O_i's 128 accumulators, S_ij and P_ij share the consumers' 240 registers; B_c = 48
+  // leaves room for the O staging tile (227 KB), 80 does not and writes O_i from registers.
+  static constexpr int kBc = kBlockN;
   static constexpr int kStages = 2;             // K_j and V_j buffers each
   static constexpr int kTileQ = kBr * kD * 2;   // bytes (16-bit elements)
   static constexpr int kTileKV = kBc * kD * 2;  // one K_j or V_j buffer

@@ -366,6 +366,11 @@ static std::vector<Case> all_cases() {
       {1, 2, 1, 600, 700, 128, true, 100, false, 0, 0},
       {1, 4, 2, 1000, 1500, 64, true, 500, true, 0, 0},  // many K/V blocks, GQA
       {2, 2, 1, 700, 900, 256, false, 0, false, 8, 0},
+      // d256 with S_k >= 1024 (causal >= 4096): the 80-key blocks, O written from registers
+      {2, 2, 1, 300, 1100, 256, false, 0, false, 8, 0},
+      {1, 2, 1, 1000, 4200, 256, true, 3200, true, 0, 0},
+      {1, 2, 2, 130, 1030, 248, false, 0, false, 0, 0},
+      {1, 1, 1, 200, 4096, 200, true, -100, false, 0, 0},  // rows that see nothing
   };
   const int dims[] = {8,   16,  32,  40,  48,  64,  72,  80,  96,  104, 120, 128,
                       136, 152, 160, 168, 192, 200, 216, 224, 232, 248, 256};

@@ -36,6 +36,29 @@ def test_forward_matches_reference(device, dtype, shape, is_causal, poison_outpu
     check_forward(out, lse, q, k, v, None, is_causal)
 
 
+# Head dim 256 with long key ranges: the sm90 kernel's 80-key blocks (S_k >= 1024, causal
+# >= 4096), whose output goes from the registers straight to memory; odd lengths, GQA, a head
+# dim below the bucket, and causal rows that see no key.
+LONG_D256 = [
+    ((2, 2, 1, 300, 1100, 256), False),
+    ((1, 2, 1, 1000, 4200, 256), True),
+    ((1, 2, 2, 130, 1030, 248), False),
+    ((1, 2, 2, 4100, 4100, 256), True),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
+@pytest.mark.parametrize("shape,is_causal", LONG_D256, ids=str)
+def test_forward_long_keys_d256(dtype, shape, is_causal, poison_outputs):
+    b, hq, hk, sq, sk, d = shape
+    q = randn(b, hq, sq, d, dtype=dtype, device="cuda")
+    k = randn(b, hk, sk, d, dtype=dtype, device="cuda")
+    v = randn(b, hk, sk, d, dtype=dtype, device="cuda")
+    out, lse = flashmin.flash_attention(q, k, v, is_causal=is_causal, return_lse=True)
+    check_forward(out, lse, q, k, v, None, is_causal)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_forward_strided_bshd_layout(device, dtype, poison_outputs):
